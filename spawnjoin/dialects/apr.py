@@ -1,0 +1,172 @@
+"""The `apr` dialect: Adaptive Parallel Reasoning (Pan et al. 2025), byte-exact with its trace format.
+
+A parent ends a call with a spawn block::
+
+    <Calling Sub Searches>
+    <Start Sub Search 0 at level 1> Moving to Node #0,0
+    <Start Sub Search 1 at level 1> Moving to Node #0,1
+    <End Calling Sub Searches>
+
+Each child's prompt is rebuilt from the parent's `Generated Node #0,1: 24:[4, 6] Operation: 9-3=6` line
+only (isolated context)::
+
+    Moving to Node #0,1
+    Current State: 24:[4, 6], Operations: ['9-3=6']
+
+A child returns its solution path (the text after its second-to-last `Goal Reached`) or nothing, and the
+parent continues from its text *before* the spawn block followed by the `<Sub Searches>` join message.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+
+from spawnjoin.budget import Budget
+from spawnjoin.dialects.base import ChildOutcome, ChildSpec, Dialect, Done, Spawn
+
+__all__ = ["APRDialect", "SPAWN_OPEN", "SPAWN_CLOSE", "JOIN_OPEN", "JOIN_CLOSE"]
+
+SPAWN_OPEN = "<Calling Sub Searches>"
+SPAWN_CLOSE = "<End Calling Sub Searches>"
+JOIN_OPEN = "<Sub Searches>"
+JOIN_CLOSE = "<End Sub Searches>"
+GOAL = "Goal Reached"
+
+_START_LINE = re.compile(r"<Start Sub Search (\d+) at level (\d+)> Moving to Node #(\d+(?:,\d+)*)")
+_GENERATED = re.compile(r"Generated Node #(\d+(?:,\d+)*): (-?\d+):(\[[^\]\n]*\]) Operation: ([^\n]+)")
+_STATE = re.compile(r"Current State: (-?\d+):(\[[^\]\n]*\]), Operations: (\[[^\n]*\])")
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    index: int
+    level: int
+    node: str
+
+
+class APRDialect(Dialect):
+    """APR spawn/join syntax.
+
+    Args:
+        sub_call_budget: When set, the root prompt gets the thread-count conditioning prefix
+            `Sub Call Budget: N ` that APR models are trained with.
+    """
+
+    name = "apr"
+    shares_prefix = False
+
+    def __init__(self, *, sub_call_budget: int | None = None) -> None:
+        self.sub_call_budget = sub_call_budget
+
+    def stop_strings(self, context: str) -> tuple[str, ...]:
+        """APR threads stop only at the end of a spawn block (or at end-of-sequence)."""
+        return (SPAWN_CLOSE,)
+
+    def root_prompt(self, prompt: str, budget: Budget | None = None) -> str:
+        """Adds `Sub Call Budget: N ` when configured."""
+        if self.sub_call_budget is not None and not prompt.startswith("Sub Call Budget:"):
+            return f"Sub Call Budget: {self.sub_call_budget} {prompt}"
+        return prompt
+
+    def after_call(self, context: str, text: str, finish_reason: str) -> Spawn | Done:
+        """A call ending with `<End Calling Sub Searches>` is a spawn; anything else finishes the thread."""
+        if not text.endswith(SPAWN_CLOSE):
+            return Done(reason=None if finish_reason in ("eos", "stop") else f"stopped: {finish_reason}")
+        start = text.rfind(SPAWN_OPEN)
+        if start < 0:
+            return Done(reason=f"malformed spawn: {SPAWN_CLOSE} without {SPAWN_OPEN}", malformed=True)
+        block = text[start:]
+        calls, error = _parse_block(block)
+        if error:
+            return Done(reason=f"malformed spawn: {error}", malformed=True)
+        history = context + text[:start]
+        children = []
+        for call in calls:
+            prompt = _child_prompt(history, call.node)
+            if prompt is None:
+                return Done(
+                    reason=f"malformed spawn: no 'Generated Node #{call.node}' line to start sub search "
+                    f"{call.index} from",
+                    malformed=True,
+                )
+            children.append(ChildSpec(label=f"Node #{call.node}", prompt=prompt))
+        return Spawn(children=tuple(children), block=block)
+
+    def join(self, context: str, text: str, spawn: Spawn, outcomes: list[ChildOutcome]) -> str:
+        """The text before the spawn block, then `<Sub Searches>` with one entry per child."""
+        calls, _ = _parse_block(spawn.block)
+        parts = [context, text[: text.rfind(SPAWN_OPEN)], JOIN_OPEN, "\n"]
+        for call, outcome in zip(calls, outcomes, strict=False):
+            where = f"Sub Search {call.index} at level {call.level} at Node #{call.node}>\n"
+            if outcome.result:
+                parts += ["<Goal Reached in ", where, outcome.result]
+            else:
+                parts += ["<No Solution in ", where]
+        parts += [JOIN_CLOSE, "\n"]
+        return "".join(parts)
+
+    def child_result(self, transcript: str, prompt: str) -> str | None:
+        """The child's solution path: its text after the second-to-last `Goal Reached`, or None."""
+        return _final_path(transcript[len(prompt):] if transcript.startswith(prompt) else transcript)
+
+    def answer(self, transcript: str, prompt: str) -> str | None:
+        """The root's final path from the root node to the goal, or None when it found none."""
+        return self.child_result(transcript, prompt)
+
+
+def _final_path(text: str) -> str | None:
+    last = text.rfind(GOAL)
+    if last < 0:
+        return None
+    previous = text.rfind(GOAL, 0, last)
+    if previous < 0:
+        return None
+    start = previous + len(GOAL)
+    if text.startswith("\n", start):
+        start += 1
+    path = text[start : last + len(GOAL)] + "\n"
+    # A path starts by moving to its first node; anything else is not a path the parent can use.
+    return path if path.startswith("Moving to Node #") else None
+
+
+def _parse_block(block: str) -> tuple[list[_Call], str | None]:
+    lines = block.split("\n")
+    if lines[0] != SPAWN_OPEN or lines[-1] != SPAWN_CLOSE:
+        return [], "the block must start and end on its own lines"
+    calls: list[_Call] = []
+    for line in lines[1:-1]:
+        m = _START_LINE.fullmatch(line)
+        if m is None:
+            return [], f"unreadable line in spawn block: {line[:80]!r}"
+        calls.append(_Call(index=int(m.group(1)), level=int(m.group(2)), node=m.group(3)))
+    if not calls:
+        return [], "the spawn block lists no sub searches"
+    if [c.index for c in calls] != list(range(len(calls))):
+        return [], "sub searches must be numbered 0, 1, 2, ... in order"
+    if len({c.node for c in calls}) != len(calls):
+        return [], "two sub searches start at the same node"
+    return calls, None
+
+
+def _child_prompt(history: str, node: str) -> str | None:
+    """Rebuild a child's context from the parent's `Generated Node #node` line and the state it came from."""
+    generated = None
+    for m in _GENERATED.finditer(history):
+        if m.group(1) == node:
+            generated = m
+    if generated is None:
+        return None
+    target, nums, op = generated.group(2), generated.group(3), generated.group(4).strip()
+    state = None
+    for m in _STATE.finditer(history, 0, generated.start()):
+        state = m
+    try:
+        parent_ops = ast.literal_eval(state.group(3)) if state is not None else []
+        if not isinstance(parent_ops, list) or not all(isinstance(o, str) for o in parent_ops):
+            return None
+    except (ValueError, SyntaxError):
+        return None
+    ops = [*parent_ops, op]
+    return f"Moving to Node #{node}\nCurrent State: {target}:{nums}, Operations: {ops!r}\n"
