@@ -91,6 +91,16 @@ class ThreadTrace(BaseModel):
         return self.calls[-1].context + self.calls[-1].text
 
     @property
+    def generated(self) -> str:
+        """Everything after the thread's prompt in its transcript (cheap: no copy of the prompt)."""
+        if not self.calls:
+            return ""
+        last = self.calls[-1]
+        if last.context.startswith(self.prompt):
+            return last.context[len(self.prompt):] + last.text
+        return self.transcript
+
+    @property
     def children(self) -> list[str]:
         """Ids of every child, in spawn order."""
         return [c for s in self.spawns for c in s.children]

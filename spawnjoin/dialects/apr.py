@@ -35,8 +35,10 @@ JOIN_CLOSE = "<End Sub Searches>"
 GOAL = "Goal Reached"
 
 _START_LINE = re.compile(r"<Start Sub Search (\d+) at level (\d+)> Moving to Node #(\d+(?:,\d+)*)")
-_GENERATED = re.compile(r"Generated Node #(\d+(?:,\d+)*): (-?\d+):(\[[^\]\n]*\]) Operation: ([^\n]+)")
-_STATE = re.compile(r"Current State: (-?\d+):(\[[^\]\n]*\]), Operations: (\[[^\n]*\])")
+_LINE = re.compile(
+    r"Generated Node #(?P<node>\d+(?:,\d+)*): (?P<target>-?\d+):(?P<nums>\[[^\]\n]*\]) Operation: (?P<op>[^\n]+)"
+    r"|Current State: -?\d+:\[[^\]\n]*\], Operations: (?P<state_ops>\[[^\n]*\])"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +83,13 @@ class APRDialect(Dialect):
         calls, error = _parse_block(block)
         if error:
             return Done(reason=f"malformed spawn: {error}", malformed=True)
-        history = context + text[:start]
+        nodes = _generated_nodes(context + text[:start])
         children = []
         for call in calls:
-            prompt = _child_prompt(history, call.node)
+            prompt = nodes.get(call.node)
             if prompt is None:
                 return Done(
-                    reason=f"malformed spawn: no 'Generated Node #{call.node}' line to start sub search "
+                    reason=f"malformed spawn: no readable 'Generated Node #{call.node}' line to start sub search "
                     f"{call.index} from",
                     malformed=True,
                 )
@@ -107,13 +109,13 @@ class APRDialect(Dialect):
         parts += [JOIN_CLOSE, "\n"]
         return "".join(parts)
 
-    def child_result(self, transcript: str, prompt: str) -> str | None:
+    def child_result(self, text: str) -> str | None:
         """The child's solution path: its text after the second-to-last `Goal Reached`, or None."""
-        return _final_path(transcript[len(prompt):] if transcript.startswith(prompt) else transcript)
+        return _final_path(text)
 
-    def answer(self, transcript: str, prompt: str) -> str | None:
+    def answer(self, text: str) -> str | None:
         """The root's final path from the root node to the goal, or None when it found none."""
-        return self.child_result(transcript, prompt)
+        return _final_path(text)
 
 
 def _final_path(text: str) -> str | None:
@@ -150,23 +152,29 @@ def _parse_block(block: str) -> tuple[list[_Call], str | None]:
     return calls, None
 
 
-def _child_prompt(history: str, node: str) -> str | None:
-    """Rebuild a child's context from the parent's `Generated Node #node` line and the state it came from."""
-    generated = None
-    for m in _GENERATED.finditer(history):
-        if m.group(1) == node:
-            generated = m
-    if generated is None:
-        return None
-    target, nums, op = generated.group(2), generated.group(3), generated.group(4).strip()
-    state = None
-    for m in _STATE.finditer(history, 0, generated.start()):
-        state = m
+def _generated_nodes(history: str) -> dict[str, str | None]:
+    """Every `Generated Node` in `history` mapped to the child prompt it yields (None if unreadable).
+
+    One pass: the operations of a generated node are those of the `Current State` line it was generated
+    under, plus its own operation. A node generated twice keeps its last line.
+    """
+    nodes: dict[str, str | None] = {}
+    ops_text: str | None = "[]"
+    for m in _LINE.finditer(history):
+        if m.group("state_ops") is not None:
+            ops_text = m.group("state_ops")
+            continue
+        node, target, nums, op = m.group("node"), m.group("target"), m.group("nums"), m.group("op").strip()
+        nodes[node] = _child_prompt(node, target, nums, op, ops_text)
+    return nodes
+
+
+def _child_prompt(node: str, target: str, nums: str, op: str, parent_ops_text: str | None) -> str | None:
     try:
-        parent_ops = ast.literal_eval(state.group(3)) if state is not None else []
-        if not isinstance(parent_ops, list) or not all(isinstance(o, str) for o in parent_ops):
-            return None
-    except (ValueError, SyntaxError):
+        parent_ops = ast.literal_eval(parent_ops_text) if parent_ops_text is not None else None
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(parent_ops, list) or not all(isinstance(o, str) for o in parent_ops):
         return None
     ops = [*parent_ops, op]
     return f"Moving to Node #{node}\nCurrent State: {target}:{nums}, Operations: {ops!r}\n"

@@ -9,7 +9,7 @@ The scheduler drives every thread the same way and asks its dialect four questio
    re-appended); is it a `Spawn` (children to run, each with its own prompt) or `Done`?
 4. `join(context, text, spawn, outcomes)`: every child has ended; the parent's next context.
 
-and, for results, `child_result(outcome)` and `answer(trace_of_root)`. A dialect holds no I/O and imports
+and, for results, `child_result(text)` and `answer(text)` (a thread's text after its prompt). A dialect holds no I/O and imports
 nothing from the scheduler; malformed model output yields `Done(reason=...)`, never an exception.
 """
 
@@ -57,7 +57,7 @@ class ChildOutcome(BaseModel):
     """How a child ended, as the parent's join sees it.
 
     `status` is `done`, `failed`, `cancelled`, or `skipped` (a budget refused to start it).
-    `transcript` is the child's whole text (last context + last generation); `result` is what
+    `text` is everything the child's transcript holds after its prompt; `result` is what
     `Dialect.child_result` extracted from it (None: nothing to report).
     """
 
@@ -67,7 +67,7 @@ class ChildOutcome(BaseModel):
     label: str
     status: Literal["done", "failed", "cancelled", "skipped"]
     prompt: str
-    transcript: str = ""
+    text: str = ""
     result: str | None = None
     reason: str | None = None
 
@@ -96,11 +96,11 @@ class Dialect(abc.ABC):
     def join(self, context: str, text: str, spawn: Spawn, outcomes: list[ChildOutcome]) -> str:
         """The parent's next context once its children ended (skipped ones included, in order)."""
 
-    def child_result(self, transcript: str, prompt: str) -> str | None:
-        """What a finished child reports to its parent (default: its text after the prompt)."""
-        return transcript[len(prompt):] if transcript.startswith(prompt) else transcript
+    def child_result(self, text: str) -> str | None:
+        """What a finished child reports to its parent, from its `text` after its prompt (default: all)."""
+        return text
 
-    def answer(self, transcript: str, prompt: str) -> str | None:
-        """The final answer in the root's transcript (default: the root's text after its prompt)."""
-        return transcript[len(prompt):].strip() or None
+    def answer(self, text: str) -> str | None:
+        """The final answer in the root's `text` after its prompt (default: that text, stripped)."""
+        return text.strip() or None
 

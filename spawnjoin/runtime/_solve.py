@@ -94,7 +94,7 @@ async def solve(
             with contextlib.suppress(Exception):
                 await backend.aclose()
     transcript = root.transcript
-    answer = the_dialect.answer(transcript, root.prompt) if root.calls else None
+    answer = the_dialect.answer(root.generated) if root.calls else None
     if the_task is not None:
         answer = the_task.extract_answer(prompt, transcript, answer)
     trace = _finalize(scheduler, status, error, trace_path)

@@ -68,10 +68,10 @@ def test_child_result_is_the_text_after_the_second_to_last_goal() -> None:
     prompt = "Moving to Node #0,1\nCurrent State: 24:[4, 6], Operations: ['9-3=6']\n"
     path = prompt + "Exploring Operation: 4*6=24, Resulting Numbers: [24]\n24,24 equal: Goal Reached\n"
     transcript = prompt + "Exploring Operation: 4*6=24, Resulting Numbers: [24]\n24,24 equal: Goal Reached\n" + path
-    assert D.child_result(transcript, prompt) == path
-    assert D.child_result(prompt + "No solution found.\n", prompt) is None
+    assert D.child_result(transcript[len(prompt):]) == path
+    assert D.child_result("No solution found.\n") is None
     # one claim without the repeated path is not a result
-    assert D.child_result(prompt + "24,24 equal: Goal Reached\n", prompt) is None
+    assert D.child_result("24,24 equal: Goal Reached\n") is None
 
 
 def test_sub_call_budget_prefix() -> None:
