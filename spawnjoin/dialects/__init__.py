@@ -10,6 +10,7 @@ from typing import Any
 from spawnjoin._exceptions import ConfigError
 from spawnjoin.dialects.apr import APRDialect
 from spawnjoin.dialects.base import ChildOutcome, ChildSpec, Dialect, Done, Spawn
+from spawnjoin.dialects.prompted import PromptedDialect
 from spawnjoin.dialects.threadweaver import ThreadWeaverDialect
 
 __all__ = [
@@ -18,17 +19,22 @@ __all__ = [
     "ChildSpec",
     "Dialect",
     "Done",
+    "PromptedDialect",
     "Spawn",
     "ThreadWeaverDialect",
     "get_dialect",
     "DIALECTS",
 ]
 
-DIALECTS: dict[str, type[Dialect]] = {"apr": APRDialect, "threadweaver": ThreadWeaverDialect}
+DIALECTS: dict[str, type[Dialect]] = {
+    "apr": APRDialect,
+    "threadweaver": ThreadWeaverDialect,
+    "prompted": PromptedDialect,
+}
 
 
 def get_dialect(dialect: str | Dialect, **options: Any) -> Dialect:
-    """A dialect instance from a name (`apr`, `threadweaver`) or an instance (returned unchanged)."""
+    """A dialect instance from a name (`apr`, `threadweaver`, `prompted`) or an instance (returned unchanged)."""
     if isinstance(dialect, Dialect):
         return dialect
     try:
