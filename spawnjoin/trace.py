@@ -131,6 +131,7 @@ class Trace(BaseModel):
     finished_at: float | None = None
     status: str = "running"
     error: str | None = None
+    answer: str | None = None
 
     @property
     def root(self) -> ThreadTrace:

@@ -97,6 +97,7 @@ async def solve(
     answer = the_dialect.answer(root.generated) if root.calls else None
     if the_task is not None:
         answer = the_task.extract_answer(prompt, transcript, answer)
+    scheduler.trace.answer = answer
     trace = _finalize(scheduler, status, error, trace_path)
     events.emit(SolveFinished(status, answer, scheduler.now()))
     events.close()
