@@ -136,7 +136,7 @@ class Backend(abc.ABC):
         """The model's context length in tokens, or None when unknown."""
         return None
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections, threads and engines. Safe to call twice."""
 
     async def __aenter__(self) -> Backend:

@@ -1,0 +1,227 @@
+"""The OpenAI backend against a real vLLM CPU server (started by `.ci/vllm.sh`).
+
+Skipped, loudly, when ``SPAWNJOIN_VLLM_URL`` is unset; with ``SPAWNJOIN_REQUIRE_VLLM=1`` (CI) they fail instead.
+The served model is the tiny random Llama of ``tests/fixtures/tiny_hf_model.py`` (character-level tokenizer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from urllib.parse import urlsplit
+
+import pytest
+
+import spawnjoin
+from spawnjoin._exceptions import ContextWindowExceeded, ModelNotFound
+from spawnjoin.backends._retry import RetryPolicy
+from spawnjoin.backends.base import Backend, GenerationRequest
+from spawnjoin.backends.multi import MultiBackend
+from spawnjoin.backends.openai import OpenAICompletions
+from spawnjoin.budget import Budget
+from tests.servers.helpers import collect, make_request
+from tests.servers.proxy import DroppingProxy
+
+pytestmark = pytest.mark.vllm
+
+URL = os.environ.get("SPAWNJOIN_VLLM_URL")
+MODEL = os.environ.get("SPAWNJOIN_VLLM_MODEL")
+REQUIRED = os.environ.get("SPAWNJOIN_REQUIRE_VLLM") == "1"
+WHY = (
+    "!!! vLLM INTEGRATION TESTS NOT RUN: SPAWNJOIN_VLLM_URL is unset. "
+    "Run `source .ci/vllm.sh` first (or set SPAWNJOIN_VLLM_URL / SPAWNJOIN_VLLM_MODEL). !!!"
+)
+if not URL and not REQUIRED:
+    pytest.skip(WHY, allow_module_level=True)
+
+NO_EOS = {"ignore_eos": True}
+PROMPTS = [
+    "The quick brown fox",
+    "Countdown: 3 7 25 50 -> 100",
+    "<Parallel>",
+    "def solve(x):",
+    "Hello",
+    "1 2 3",
+]
+
+
+@pytest.fixture
+async def vllm():
+    if not URL:
+        pytest.fail(WHY + " (SPAWNJOIN_REQUIRE_VLLM=1: CI could not start vLLM; see the .ci/vllm.sh output)")
+    backend = OpenAICompletions(URL, MODEL, extra_body=NO_EOS, retry=RetryPolicy(initial_delay=0.1))
+    yield backend
+    await backend.aclose()
+
+
+async def _whole(backend: OpenAICompletions, prompt: str, max_tokens: int, **extra: object) -> str:
+    """The same request without streaming, straight through the openai client."""
+    body = {**NO_EOS, **extra}
+    reply = await backend._client.completions.create(
+        model=await backend._model(), prompt=prompt, max_tokens=max_tokens, temperature=0, extra_body=body
+    )
+    return reply.choices[0].text
+
+
+async def test_streaming_matches_the_whole_completion_in_order(vllm: OpenAICompletions) -> None:
+    got = await collect(vllm, make_request(PROMPTS[0], max_tokens=48))
+    assert len(got.chunks) > 10, "tokens arrive one by one"
+    assert got.text == await _whole(vllm, PROMPTS[0], 48)
+    assert got.finish.reason == "length"
+
+
+async def test_stop_string_is_cut_and_reported(vllm: OpenAICompletions) -> None:
+    full = (await collect(vllm, make_request(PROMPTS[1], max_tokens=60))).text
+    stop = full[20:24]
+    assert stop, full
+    got = await collect(vllm, make_request(PROMPTS[1], max_tokens=60, stop=("\x00never", stop)))
+    assert got.text == full[: full.index(stop)]
+    assert got.finish.reason == "stop" and got.finish.matched_stop == stop
+    # The runtime re-appends the matched stop: text + stop is a prefix of the unstopped output.
+    assert full.startswith(got.text + stop)
+
+
+async def test_token_accounting_matches_tokenize(vllm: OpenAICompletions) -> None:
+    assert await vllm.context_window() == 2048
+    for prompt in PROMPTS[:3]:
+        got = await collect(vllm, make_request(prompt, max_tokens=40))
+        assert got.finish.completion_tokens == 40 == got.chunk_tokens
+        assert await vllm.count_tokens(got.text) == 40
+        assert got.finish.prompt_tokens == await vllm.count_tokens(prompt)
+    assert vllm.capabilities.tokenizer
+
+
+async def test_concurrent_requests_equal_sequential_ones(vllm: OpenAICompletions) -> None:
+    sequential = [(await collect(vllm, make_request(p, max_tokens=32))).text for p in PROMPTS]
+    together = await asyncio.gather(*(collect(vllm, make_request(p, max_tokens=32)) for p in PROMPTS))
+    assert [g.text for g in together] == sequential
+
+
+async def test_errors_from_the_real_server(vllm: OpenAICompletions) -> None:
+    # vLLM 0.32 rejects a prompt that fills the window (older versions also rejected prompt + max_tokens
+    # beyond it; 0.32 shortens max_tokens instead).
+    with pytest.raises(ContextWindowExceeded, match="maximum context length"):
+        await collect(vllm, make_request("x" * 2100, max_tokens=5))
+    clamped = await collect(vllm, make_request("x" * 2040, max_tokens=50))
+    assert clamped.finish.reason == "length" and clamped.finish.completion_tokens == 8
+    wrong = OpenAICompletions(URL, "no-such-model")
+    with pytest.raises(ModelNotFound, match=MODEL or "served"):
+        await collect(wrong, make_request())
+    await wrong.aclose()
+
+
+async def test_stream_cut_by_a_proxy_resumes_without_loss(vllm: OpenAICompletions) -> None:
+    expected = (await collect(vllm, make_request(PROMPTS[3], max_tokens=64))).text
+    host, port = urlsplit(URL).hostname, urlsplit(URL).port
+    async with DroppingProxy(host or "127.0.0.1", port or 80) as proxy:
+        backend = OpenAICompletions(
+            proxy.url + "/v1", MODEL, extra_body=NO_EOS, retry=RetryPolicy(initial_delay=0.05)
+        )
+        await backend.context_window()  # discovery first, so the cuts hit the completion streams
+        proxy.cuts.extend([1500, 0, 2500])  # mid-stream, before any byte, mid-stream again
+        got = await collect(backend, make_request(PROMPTS[3], max_tokens=64))
+        await backend.aclose()
+    assert got.text == expected
+    assert got.finish.completion_tokens == 64
+
+
+async def test_multi_backend_skips_a_dead_endpoint(vllm: OpenAICompletions) -> None:
+    multi = MultiBackend.from_urls(["http://127.0.0.1:9/v1", URL], model=MODEL, extra_body=NO_EOS)
+    results = await asyncio.gather(*(collect(multi, make_request(p, max_tokens=16)) for p in PROMPTS[:4]))
+    assert all(r.finish.completion_tokens == 16 for r in results)
+    assert multi.statistics()[0].down and multi.statistics()[1].served == 4
+    await multi.aclose()
+
+
+class _Constrained(Backend):
+    """Routes each call to a vLLM backend whose structured-output regex fits the thread's place.
+
+    A random model never writes spawn syntax; vLLM's regex-constrained decoding makes it write a well-formed
+    ThreadWeaver block, so the real scheduler, dialect and engine run a genuine multi-thread solve.
+    """
+
+    name = "vllm-constrained"
+
+    def __init__(self, url: str, model: str | None) -> None:
+        word = "[a-z]{2,6}"
+        regex = {
+            "root": rf"<Parallel>\n<Outlines>\n<Outline>1: {word}</Outline>\n<Outline>2: {word}</Outline>\n</Outlines>",
+            "child": rf" {word} {word}</Thread>",
+            "end": rf"<Conclusion>{word}</Conclusion>",
+        }
+        self.parts = {
+            k: OpenAICompletions(url, model, extra_body={"structured_outputs": {"regex": r}})
+            for k, r in regex.items()
+        }
+        self.calls: list[str] = []
+
+    async def stream(self, request: GenerationRequest):
+        prompt = request.prompt
+        if prompt.rfind("<Thread>") > prompt.rfind("</Thread>"):
+            part = "child"
+        elif "</Parallel>" in prompt:
+            part = "end"
+        else:
+            part = "root"
+        self.calls.append(part)
+        async for item in self.parts[part].stream(request):
+            yield item
+
+    async def context_window(self) -> int | None:
+        return await self.parts["root"].context_window()
+
+    async def aclose(self) -> None:
+        for part in self.parts.values():
+            await part.aclose()
+
+
+async def test_threadweaver_solve_spawns_threads_on_vllm(vllm: OpenAICompletions) -> None:
+    backend = _Constrained(URL or "", MODEL)
+    result = await spawnjoin.solve(
+        "Reach 24 with 4 6 9 3.\n",
+        backend=backend,
+        dialect="threadweaver",
+        budget=Budget(max_tokens_per_call=120, deadline=120),
+    )
+    await backend.aclose()
+    assert result.status == "done", result.error
+    assert sorted(backend.calls) == ["child", "child", "end", "root"]
+    assert result.text.count("<Thread>") == 2 and "</Parallel>" in result.text
+    assert "<Conclusion>" in result.text
+    trace = result.trace
+    assert len(trace.threads) == 3 and len(trace.children_of(trace.root_id)) == 2
+    assert trace.metrics.spawns == 1
+
+
+async def test_shared_prefix_reports_cached_tokens(vllm: OpenAICompletions) -> None:
+    prefix = "A long shared prefix for sibling threads, " * 4
+    await collect(vllm, make_request(prefix + "first", max_tokens=4))
+    again = await collect(vllm, make_request(prefix + "second", max_tokens=4))
+    assert again.finish.cached_tokens is not None and again.finish.cached_tokens >= 16
+    assert vllm.capabilities.prefix_cache
+
+
+async def _running_requests() -> float:
+    import httpx
+
+    metrics = httpx.get((URL or "").removesuffix("/v1") + "/metrics").text
+    lines = [line for line in metrics.splitlines() if line.startswith("vllm:num_requests_running")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+async def test_cancelling_the_consumer_aborts_on_the_engine(vllm: OpenAICompletions) -> None:
+    async def consume() -> None:
+        async for _ in vllm.stream(make_request("x", max_tokens=1900)):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(1.0)
+    assert await _running_requests() == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(20):
+        await asyncio.sleep(0.1)
+        if await _running_requests() == 0:
+            break
+    assert await _running_requests() == 0
