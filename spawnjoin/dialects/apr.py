@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from spawnjoin.budget import Budget
 from spawnjoin.dialects.base import ChildOutcome, ChildSpec, Dialect, Done, Spawn
 
-__all__ = ["APRDialect", "SPAWN_OPEN", "SPAWN_CLOSE", "JOIN_OPEN", "JOIN_CLOSE"]
+__all__ = ["APRDialect", "SPAWN_OPEN", "SPAWN_CLOSE", "JOIN_OPEN", "JOIN_CLOSE", "child_prompts", "solution_path"]
 
 SPAWN_OPEN = "<Calling Sub Searches>"
 SPAWN_CLOSE = "<End Calling Sub Searches>"
@@ -83,7 +83,7 @@ class APRDialect(Dialect):
         calls, error = _parse_block(block)
         if error:
             return Done(reason=f"malformed spawn: {error}", malformed=True)
-        nodes = _generated_nodes(context + text[:start])
+        nodes = child_prompts(context + text[:start])
         children = []
         for call in calls:
             prompt = nodes.get(call.node)
@@ -111,14 +111,19 @@ class APRDialect(Dialect):
 
     def child_result(self, text: str) -> str | None:
         """The child's solution path: its text after the second-to-last `Goal Reached`, or None."""
-        return _final_path(text)
+        return solution_path(text)
 
     def answer(self, text: str) -> str | None:
         """The root's final path from the root node to the goal, or None when it found none."""
-        return _final_path(text)
+        return solution_path(text)
 
 
-def _final_path(text: str) -> str | None:
+def solution_path(text: str) -> str | None:
+    """A thread's solution path: its text after the second-to-last `Goal Reached`, or None.
+
+    The path must start with `Moving to Node #` (anything else is not a path a parent can use); it ends
+    with the last `Goal Reached` and a line break.
+    """
     last = text.rfind(GOAL)
     if last < 0:
         return None
@@ -152,8 +157,8 @@ def _parse_block(block: str) -> tuple[list[_Call], str | None]:
     return calls, None
 
 
-def _generated_nodes(history: str) -> dict[str, str | None]:
-    """Every `Generated Node` in `history` mapped to the child prompt it yields (None if unreadable).
+def child_prompts(history: str) -> dict[str, str | None]:
+    """Every `Generated Node` in a parent's `history` mapped to the child prompt it yields (None if unreadable).
 
     One pass: the operations of a generated node are those of the `Current State` line it was generated
     under, plus its own operation. A node generated twice keeps its last line.

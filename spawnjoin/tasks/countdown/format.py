@@ -6,7 +6,6 @@ the byte format lives in one place.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 SPAWN_OPEN = "<Calling Sub Searches>\n"
@@ -126,28 +125,21 @@ def goal_line(value: int, target: int) -> str:
 def returned_path(thread_text: str) -> str | None:
     """What a finished child returns on join: the text after its second-to-last ``Goal Reached`` line.
 
+    The rule is the `apr` dialect's (`spawnjoin.dialects.apr.solution_path`); this name is kept for data code.
+
     Args:
-        thread_text (str): The child's whole text (prompt included or not).
+        thread_text (str): The child's text after its prompt.
 
     Returns:
         str | None: The solution path, or ``None`` when the child did not reach the goal twice.
     """
-    marker = "Goal Reached\n"
-    last = thread_text.rfind(marker)
-    if last < 0:
-        return None
-    prev = thread_text.rfind(marker, 0, last)
-    if prev < 0:
-        return None
-    return thread_text[prev + len(marker) :]
+    from spawnjoin.dialects.apr import solution_path
+
+    return solution_path(thread_text)
 
 
 def child_prompt(parent_text: str, node: str) -> str:
-    """Rebuild a child's prompt from its parent's text, as the runtime does on spawn.
-
-    The numbers and last operation come from the parent's ``Generated Node #node: T:[...] Operation: op`` line;
-    the operations before it from the ``Current State`` line of the node the parent was expanding (the last one
-    written before that ``Generated Node`` line). No other parent history reaches the child.
+    """Rebuild a child's prompt from its parent's text, exactly as the runtime's `apr` dialect does on spawn.
 
     Args:
         parent_text (str): The parent's text up to (at least) the ``Generated Node`` line.
@@ -157,18 +149,11 @@ def child_prompt(parent_text: str, node: str) -> str:
         str: ``Moving to Node #node\\nCurrent State: T:[...], Operations: [...]\\n``.
 
     Raises:
-        ValueError: When the parent text has no such ``Generated Node`` line.
+        ValueError: When the parent text has no readable ``Generated Node`` line for `node`.
     """
-    gen = re.compile(rf"^Generated Node #{re.escape(node)}: (\d+):\[([\d, ]*)\] Operation: (\S+)$", re.MULTILINE)
-    matches = list(gen.finditer(parent_text))
-    if not matches:
-        raise ValueError(f"no 'Generated Node #{node}' line in the parent text")
-    m = matches[-1]
-    states = list(_STATE_OPS.finditer(parent_text, 0, m.start()))
-    before = _OP_ITEM.findall(states[-1].group(1)) if states else []
-    numbers = [int(x) for x in m.group(2).split(", ")] if m.group(2) else []
-    return node_prompt(node, int(m.group(1)), numbers, [*before, m.group(3)])
+    from spawnjoin.dialects.apr import child_prompts
 
-
-_STATE_OPS = re.compile(r"^Current State: \d+:\[[\d, ]*\], Operations: (\[.*\])$", re.MULTILINE)
-_OP_ITEM = re.compile(r"'([^']*)'")
+    prompt = child_prompts(parent_text).get(node)
+    if prompt is None:
+        raise ValueError(f"no readable 'Generated Node #{node}' line in the parent text")
+    return prompt
