@@ -61,8 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key")
     where.add_argument("--backend", metavar="MODULE:FACTORY", help="import a callable returning a Backend")
-    solve.add_argument("--dialect", choices=("apr", "threadweaver"), default="apr", help="default: apr")
-    solve.add_argument("--task", choices=("countdown", "none"), default="none", help="default: none")
+    solve.add_argument(
+        "--dialect", choices=("apr", "threadweaver", "prompted"), default="apr", help="default: apr"
+    )
+    solve.add_argument(
+        "--task",
+        choices=("countdown", "none"),
+        default=None,
+        help="default: countdown with the shipped model (no --endpoint/--model/--backend), else none",
+    )
     limits = solve.add_argument_group("budget (default: spawnjoin.Budget's)")
     limits.add_argument("--max-threads", type=int, metavar="N", help="most threads, the root included")
     limits.add_argument("--max-depth", type=int, metavar="N", help="deepest spawn level (root is 0)")
@@ -112,6 +119,13 @@ def _note(message: str) -> None:
 
 
 # -- solve -------------------------------------------------------------------------------------------
+
+
+def _task(args: argparse.Namespace, backend: Backend | None) -> str | None:
+    """The task to solve under: as asked, else Countdown for the shipped (Countdown) model."""
+    if args.task is not None:
+        return None if args.task == "none" else args.task
+    return "countdown" if backend is None else None
 
 
 def make_backend(args: argparse.Namespace) -> Backend | None:
@@ -194,7 +208,7 @@ async def _run_solve(args: argparse.Namespace, events: EventStream) -> Any:
             dialect=args.dialect,
             budget=budget,
             sampling=sampling,
-            task=None if args.task == "none" else args.task,
+            task=_task(args, backend),
             events=events,
             trace_path=args.save,
         )

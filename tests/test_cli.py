@@ -423,3 +423,16 @@ def test_solve_draws_live_in_a_real_terminal(backends: str, tmp_path: Path) -> N
     assert strip_rates([line for line in final.splitlines() if " tok " in line][:3]) == TREE
     assert "answer:" in final and "<Conclusion>42</Conclusion>" in final
     assert any("running" in screen for screen in screens[:-1])
+
+
+def test_the_task_defaults_to_countdown_only_for_the_shipped_model() -> None:
+    from spawnjoin.backends.scripted import ScriptedBackend
+    from spawnjoin.cli import _task, build_parser
+
+    parser = build_parser()
+    shipped = parser.parse_args(["solve", "24 4 9 3"])
+    assert _task(shipped, None) == "countdown"
+    other = ScriptedBackend(["x"])
+    assert _task(shipped, other) is None
+    assert _task(parser.parse_args(["solve", "q", "--task", "none"]), None) is None
+    assert _task(parser.parse_args(["solve", "q", "--task", "countdown"]), other) == "countdown"

@@ -173,9 +173,9 @@ class MultiBackend(Backend):
             finally:
                 self._in_flight[i] -= 1
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
-        async for item in retrying_stream(request, self._attempt, self.retry):
-            yield item
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
+        # Returned, not re-yielded: closing the stream closes the retry loop and the HTTP stream at once.
+        return retrying_stream(request, self._attempt, self.retry)
 
     async def count_tokens(self, text: str) -> int | None:
         for i, backend in enumerate(self.backends):

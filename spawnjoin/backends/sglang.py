@@ -237,7 +237,7 @@ class SGLangBackend(Backend):
             meta.get("cached_tokens"),
         )
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
         deadline = time.monotonic() + self._deadline
 
         def attempt(current: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
@@ -248,8 +248,8 @@ class SGLangBackend(Backend):
                 request_id=request.request_id,
             )
 
-        async for item in retrying_stream(request, attempt, self.retry, deadline=deadline):
-            yield item
+        # Returned, not re-yielded: closing the stream closes the retry loop and the HTTP stream at once.
+        return retrying_stream(request, attempt, self.retry, deadline=deadline)
 
     async def aclose(self) -> None:
         await self._http.aclose()
