@@ -122,7 +122,7 @@ class OpenAICompletions(Backend):
         url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not url:
             raise ConfigError(
-                "OpenAICompletions needs base_url (or $OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1"
+                f"{type(self).__name__} needs base_url (or $OPENAI_BASE_URL), e.g. http://127.0.0.1:8000/v1"
             )
         url = url.rstrip("/")
         if url.count("/") == 2:  # scheme://host[:port] with no path
@@ -155,7 +155,7 @@ class OpenAICompletions(Backend):
             if len(self._api_key) > 8
             else "***"
         )
-        return f"OpenAICompletions(base_url={self.base_url!r}, model={self.model!r}, api_key={key!r})"
+        return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r}, api_key={key!r})"
 
     # -- the error edge ---------------------------------------------------------------------------------
 
@@ -254,11 +254,17 @@ class OpenAICompletions(Backend):
 
     async def count_tokens(self, text: str) -> int | None:
         """Tokens in `text` from the server's ``/tokenize`` (vLLM's shape), or None where there is none."""
+        return await self._tokenize({"prompt": text, "add_special_tokens": False})
+
+    async def _tokenize(self, fields: dict[str, Any]) -> int | None:
+        """The ``count`` of a ``/tokenize`` request made of `fields` and the model, or None without one."""
         if self._tokenize_ok is False:
             return None
-        body = {"model": await self._model(), "prompt": text, "add_special_tokens": False}
+        body = {"model": await self._model(), **fields}
         try:
-            async with self._edge():
+            # A request like any other: under load, thousands of uncapped /tokenize calls would pile up in
+            # the HTTP connection pool and time out while connecting.
+            async with self._limiter.slot(), self._edge():
                 data = await self._client.post(
                     _root_url(self.base_url) + "/tokenize", cast_to=object, body=body
                 )
@@ -279,6 +285,7 @@ class OpenAICompletions(Backend):
     # -- streaming ------------------------------------------------------------------------------------
 
     async def _body(self, request: GenerationRequest) -> dict[str, Any]:
+        """Keyword arguments of the streaming ``create`` call for `request`."""
         params = request.params
         info = await self._info()
         vllm = info.get("owned_by") == "vllm"
@@ -326,6 +333,15 @@ class OpenAICompletions(Backend):
             log.warning("%s does not say which stop string matched; reporting end-of-sequence", self.base_url)
         return "eos", None
 
+    async def _open_stream(self, body: dict[str, Any]) -> Any:
+        """Start one streamed request (the chat backend calls ``chat.completions`` instead)."""
+        return await self._client.completions.create(**body)
+
+    @staticmethod
+    def _choice_text(choice: Any) -> str:
+        """The text one streamed choice carries (the chat backend reads ``delta.content``)."""
+        return choice.text
+
     async def _attempt(self, request: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
         """One streamed attempt: chunks then a finish, or an error (mapped)."""
         finish: tuple[FinishReason, str | None] | None = None
@@ -335,7 +351,8 @@ class OpenAICompletions(Backend):
         async with self._limiter.slot():
             try:
                 async with self._edge(request.request_id):
-                    stream = await self._client.completions.create(**await self._body(request))
+                    stream = await self._open_stream(await self._body(request))
+                    text_of = self._choice_text
                     try:
                         async for event in stream:
                             if event.usage is not None:
@@ -343,13 +360,14 @@ class OpenAICompletions(Backend):
                             if not event.choices:
                                 continue
                             choice = event.choices[0]
+                            text = text_of(choice)
                             if event.usage is not None:  # vLLM's continuous usage: exact per chunk
                                 pending += event.usage.completion_tokens - counted
                                 counted = event.usage.completion_tokens
-                            elif choice.text:
+                            elif text:
                                 pending += 1
-                            if choice.text:
-                                yield Chunk(choice.text, pending)
+                            if text:
+                                yield Chunk(text, pending)
                                 pending = 0
                             if choice.finish_reason is not None:
                                 finish = self._matched(choice, request)
@@ -370,7 +388,7 @@ class OpenAICompletions(Backend):
                 self.capabilities = dataclasses.replace(self.capabilities, prefix_cache=True)
         yield Finish(finish[0], finish[1], prompt_tokens, completion_tokens, cached)
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
+    def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
         deadline = time.monotonic() + self._deadline
 
         def attempt(current: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
@@ -381,8 +399,8 @@ class OpenAICompletions(Backend):
                 request_id=request.request_id,
             )
 
-        async for item in retrying_stream(request, attempt, self.retry, deadline=deadline):
-            yield item
+        # Returned, not re-yielded: closing the stream closes the retry loop and the HTTP stream at once.
+        return retrying_stream(request, attempt, self.retry, deadline=deadline)
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,7 +19,10 @@ from spawnjoin.backends._retry import RetryPolicy
 from spawnjoin.backends.base import Backend, GenerationRequest
 from spawnjoin.backends.multi import MultiBackend
 from spawnjoin.backends.openai import OpenAICompletions
+from spawnjoin.backends.openai_chat import OpenAIChat
 from spawnjoin.budget import Budget
+from spawnjoin.conversation import IM_END, ChatMessage, render_chatml
+from spawnjoin.dialects.prompted import DEFAULT_CHILD_SYSTEM_PROMPT, PromptedDialect
 from tests.servers.helpers import collect, make_request
 from tests.servers.proxy import DroppingProxy
 
@@ -225,3 +229,178 @@ async def test_cancelling_the_consumer_aborts_on_the_engine(vllm: OpenAICompleti
         if await _running_requests() == 0:
             break
     assert await _running_requests() == 0
+
+
+# -- OpenAIChat against vLLM's chat endpoint ------------------------------------------------------------
+# The tiny model's chat template renders `<|role|>\ncontent</s>\n` per message (ChatML-like, with `</s>` as
+# the end of turn), then `<|assistant|>\n`. Its tokenizer is character-level, so a rendered prompt's token
+# strings joined are the prompt itself, and prompt token counts are its length.
+
+CHAT_MESSAGES = [
+    ChatMessage(role="system", content="Be brief."),
+    ChatMessage(role="user", content="Reach 24."),
+]
+CHAT_CONTEXT = render_chatml(CHAT_MESSAGES)
+CHAT_RENDERED = "<|system|>\nBe brief.</s>\n<|user|>\nReach 24.</s>\n<|assistant|>\n"
+
+
+def _tokens(rendered: str) -> int:
+    """Tokens of a rendered prompt: one per character, and `</s>` is one special token."""
+    return len(rendered.replace("</s>", "\x00"))
+
+
+@pytest.fixture
+async def vllm_chat():
+    if not URL:
+        pytest.fail(WHY + " (SPAWNJOIN_REQUIRE_VLLM=1: CI could not start vLLM; see the .ci/vllm.sh output)")
+    backend = OpenAIChat(URL, MODEL, extra_body=NO_EOS, retry=RetryPolicy(initial_delay=0.1))
+    yield backend
+    await backend.aclose()
+
+
+async def _server_rendering(backend: OpenAIChat, open_text: str | None) -> str:
+    """The prompt vLLM renders for CHAT_MESSAGES (plus an open assistant message), from ``/tokenize``."""
+    messages = [m.model_dump() for m in CHAT_MESSAGES]
+    if open_text is not None:
+        messages.append({"role": "assistant", "content": open_text})
+    body = {
+        "model": MODEL,
+        "messages": messages,
+        "add_generation_prompt": open_text is None,
+        "continue_final_message": open_text is not None,
+        "return_token_strs": True,
+    }
+    data = await backend._client.post(
+        (URL or "").removesuffix("/v1") + "/tokenize", cast_to=object, body=body
+    )
+    return "".join(data["token_strs"])  # type: ignore[index]
+
+
+async def test_chat_template_renders_chatml_like_prompts(vllm_chat: OpenAIChat) -> None:
+    assert await _server_rendering(vllm_chat, None) == CHAT_RENDERED
+    # continue_final_message leaves the last assistant message open: no `</s>`, no new generation prompt.
+    assert await _server_rendering(vllm_chat, "Let me think") == CHAT_RENDERED + "Let me think"
+
+
+async def test_chat_streams_the_reply_with_exact_token_counts(vllm_chat: OpenAIChat) -> None:
+    got = await collect(vllm_chat, make_request(CHAT_CONTEXT, max_tokens=40))
+    assert len(got.chunks) > 10, "tokens arrive one by one"
+    assert got.finish.reason == "length"
+    assert got.finish.completion_tokens == 40 == got.chunk_tokens
+    assert got.finish.prompt_tokens == _tokens(CHAT_RENDERED) == await vllm_chat.count_tokens(CHAT_CONTEXT)
+    whole = await vllm_chat._client.chat.completions.create(
+        model=MODEL or "",
+        messages=[m.model_dump() for m in CHAT_MESSAGES],  # type: ignore[misc]
+        max_tokens=40,
+        temperature=0,
+        extra_body=NO_EOS,
+    )
+    assert got.text == whole.choices[0].message.content
+    # The chat reply is the text completion of the prompt the template rendered.
+    assert got.text == await _whole(vllm_chat, CHAT_RENDERED, 40)
+
+
+async def test_chat_stops_at_spawn_close_and_reports_it(vllm_chat: OpenAIChat) -> None:
+    full = (await collect(vllm_chat, make_request(CHAT_CONTEXT, max_tokens=60))).text
+    stop = full[20:24]
+    got = await collect(vllm_chat, make_request(CHAT_CONTEXT, max_tokens=60, stop=("</spawn>", stop)))
+    assert got.text == full[: full.index(stop)]
+    assert got.finish.reason == "stop" and got.finish.matched_stop == stop
+    # The prompted dialect's stop: structured outputs make the random model write `</spawn>`.
+    spawning = OpenAIChat(
+        URL, MODEL, extra_body={"structured_outputs": {"regex": r"[a-z]{4}</spawn>[a-z]{9}"}}
+    )
+    got = await collect(spawning, make_request(CHAT_CONTEXT, max_tokens=30, stop=("</spawn>",)))
+    await spawning.aclose()
+    assert re.fullmatch("[a-z]{4}", got.text), got.text
+    assert got.finish.reason == "stop" and got.finish.matched_stop == "</spawn>"
+
+
+async def test_chat_continues_an_open_assistant_message(vllm_chat: OpenAIChat) -> None:
+    got = await collect(vllm_chat, make_request(CHAT_CONTEXT + "Let me think", max_tokens=40))
+    # Greedy continuation of the open message == the text completion of the rendered, still-open prompt.
+    assert got.text == await _whole(vllm_chat, CHAT_RENDERED + "Let me think", 40)
+    assert got.finish.prompt_tokens == _tokens(CHAT_RENDERED + "Let me think")
+    assert got.finish.prompt_tokens == await vllm_chat.count_tokens(CHAT_CONTEXT + "Let me think")
+
+
+async def test_chat_stream_cut_by_a_proxy_resumes_without_loss(vllm_chat: OpenAIChat) -> None:
+    expected = (await collect(vllm_chat, make_request(CHAT_CONTEXT, max_tokens=64))).text
+    host, port = urlsplit(URL).hostname, urlsplit(URL).port
+    async with DroppingProxy(host or "127.0.0.1", port or 80) as proxy:
+        backend = OpenAIChat(
+            proxy.url + "/v1", MODEL, extra_body=NO_EOS, retry=RetryPolicy(initial_delay=0.05)
+        )
+        await backend.context_window()  # discovery first, so the cuts hit the chat streams
+        proxy.cuts.extend([2500, 0, 4000])  # mid-stream, before any byte, mid-stream again
+        got = await collect(backend, make_request(CHAT_CONTEXT, max_tokens=64))
+        await backend.aclose()
+    assert not proxy.cuts and proxy.connections >= 4, "every cut hit a chat request"
+    # Each resume continued the open assistant message with the text received (continue_final_message).
+    assert got.text == expected
+    assert got.finish.completion_tokens == 64
+
+
+class _ConstrainedChat(_Constrained):
+    """`_Constrained` for the prompted dialect over vLLM's chat endpoint: the parent writes a spawn block,
+    children and the parent after the join write an `<answer>`."""
+
+    name = "vllm-chat-constrained"
+
+    def __init__(self, url: str, model: str | None) -> None:
+        word = "[a-z]{2,6}"
+        regex = {
+            "root": rf"<spawn>\n<task>{word}</task>\n<task>{word}</task>\n</spawn>",
+            "child": rf"<answer>{word}</answer>",
+            "end": rf"<answer>{word}</answer>",
+        }
+        self.parts = {
+            k: OpenAIChat(url, model, extra_body={"structured_outputs": {"regex": r}})
+            for k, r in regex.items()
+        }
+        self.calls: list[str] = []
+
+    async def stream(self, request: GenerationRequest):
+        prompt = request.prompt
+        if DEFAULT_CHILD_SYSTEM_PROMPT in prompt:
+            part = "child"
+        elif "</join>" in prompt.split(IM_END, 1)[1]:  # past the system prompt, which shows the tags
+            part = "end"
+        else:
+            part = "root"
+        self.calls.append(part)
+        async for item in self.parts[part].stream(request):
+            yield item
+
+    async def count_tokens(self, text: str) -> int | None:
+        return await self.parts["root"].count_tokens(text)
+
+
+@pytest.mark.parametrize("continuation", ["continue", "user_turn"])
+async def test_prompted_solve_spawns_children_on_vllm_chat(vllm_chat: OpenAIChat, continuation: str) -> None:
+    backend = _ConstrainedChat(URL or "", MODEL)
+    result = await spawnjoin.solve(
+        "Reach 24 with 4 6 9 3.",
+        backend=backend,
+        dialect=PromptedDialect(continuation=continuation),  # type: ignore[arg-type]
+        budget=Budget(max_tokens_per_call=120, deadline=120),
+    )
+    assert result.status == "done", result.error
+    assert sorted(backend.calls) == ["child", "child", "end", "root"]
+    trace = result.trace
+    assert len(trace.threads) == 3 and len(trace.children_of(trace.root_id)) == 2
+    assert trace.metrics.spawns == 1
+    assert all(re.fullmatch("[a-z]{2,6}", child.result or "") for child in trace.children_of(trace.root_id))
+    assert re.fullmatch("[a-z]{2,6}", result.answer or ""), result.answer
+    root = trace.threads[trace.root_id]
+    spawn_call, final_call = root.calls
+    assert spawn_call.matched_stop == "</spawn>" and spawn_call.text.endswith("</spawn>")
+    if continuation == "continue":  # the join went into the open assistant message, continued by vLLM
+        assert final_call.context.endswith("</join>\n")
+    else:
+        assert final_call.context.endswith("<|im_start|>assistant\n")
+    # vLLM's prompt_tokens for every call equal /tokenize of the messages the backend sent.
+    for thread in trace.threads.values():
+        for call in thread.calls:
+            assert call.prompt_tokens == await vllm_chat.count_tokens(call.context)
+    await backend.aclose()

@@ -1,0 +1,70 @@
+"""APR vs SoS+ on the same held-out Countdown problems, through the runtime on the embedded engine.
+
+For each model: accuracy, mean total tokens, mean sequential (critical-path) tokens, their ratio, and mean
+wall latency per problem, all from one run over the same problems with the same per-thread context window;
+then the side-by-side ratios and the plots (accuracy vs total tokens, vs sequential tokens, vs latency).
+The two models run one after the other on the same engine settings, so latencies are comparable.
+
+    python benchmarks/speedup.py --sos runs/countdown-sos/export [--apr DIR] [--n 100] [--numbers 4]
+
+`--apr` defaults to the shipped model. The SoS+ baseline is not shipped (its recipe is
+training/recipes/countdown-sos.yaml); without `--sos` only the APR figures are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from training.evaluate import EvalConfig, evaluate
+
+SHIPPED = Path(__file__).resolve().parents[1] / "spawnjoin" / "models" / "countdown-apr"
+
+
+def row(report: dict) -> str:
+    total, seq = report["mean_total_tokens"], report["mean_sequential_tokens"]
+    ratio = seq / total if total else 0.0
+    return (
+        f"{report['name']:<16} acc {report['accuracy']:6.1%}  total {total:8.0f}  sequential {seq:8.0f}  "
+        f"seq/total {ratio:5.2f}  threads {report['mean_threads']:5.1f}  latency {report['mean_latency_s']:6.2f} s"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apr", default=str(SHIPPED), help="APR model directory (default: the shipped one)")
+    parser.add_argument("--sos", default=None, help="SoS+ model directory (not shipped; see the recipe)")
+    parser.add_argument("--n", type=int, default=100, help="held-out test problems")
+    parser.add_argument("--numbers", type=int, default=4, choices=(3, 4))
+    parser.add_argument("--context-window", type=int, default=1024)
+    parser.add_argument("--out", default="runs/speedup", help="reports and plots go here")
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    reports = []
+    for name, model in (("apr", args.apr), ("sos+", args.sos)):
+        if model is None:
+            continue
+        cfg = EvalConfig(model=model, name=name, n=args.n, numbers=args.numbers,
+                         context_window=args.context_window, out=str(out / f"{name}.json"))
+        reports.append(await evaluate(cfg))
+        print(row(reports[-1]), flush=True)
+    if len(reports) == 2:
+        apr, sos = reports
+        print(f"accuracy difference (APR - SoS+): {100 * (apr['accuracy'] - sos['accuracy']):+.1f} points")
+        if apr["mean_latency_s"]:
+            print(f"latency ratio SoS+/APR: {sos['mean_latency_s'] / apr['mean_latency_s']:.2f}")
+        if apr["mean_sequential_tokens"]:
+            print(f"sequential tokens ratio SoS+/APR: {sos['mean_sequential_tokens'] / apr['mean_sequential_tokens']:.2f}")
+    try:
+        from training.plots import plot_eval
+
+        for path in plot_eval(reports, out):
+            print("plot:", path)
+    except ImportError:
+        print("matplotlib missing: no plots (pip install 'spawnjoin[train]')")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,83 @@
+"""Evaluation: a handful of held-out problems solved through the runtime give a well-formed report and plots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spawnjoin.backends.scripted import ScriptedBackend
+from spawnjoin.tasks.countdown import apr, make_split
+from training.evaluate import EvalConfig, evaluate
+
+
+def _replay_backend(numbers: int, n: int, *, sabotage_every: int = 0) -> ScriptedBackend:
+    """Answers every call of the APR solver's trees for the first n test problems; optionally every k-th root
+    continuation claims a wrong path, so the report has failures too."""
+    answers = {}
+    for i, problem in enumerate(make_split("test", n, numbers=numbers)):
+        tree = apr(problem, beam_size=5, sub_call_beam_size=5, spawn_prob=1.0, seed=i)
+        answers.update({c.context: c.target for t in tree.threads() for c in t.calls})
+    seen = {"roots": 0}
+
+    def handler(request):
+        if request.prompt not in answers:
+            return "No solution found.\n"
+        if sabotage_every and "<Sub Searches>" in request.prompt:
+            seen["roots"] += 1
+            if seen["roots"] % sabotage_every == 0:
+                return "Moving to Node #0\n1,2 equal: Goal Reached\n"
+        return answers[request.prompt]
+
+    return ScriptedBackend(handler)
+
+
+async def test_report_is_well_formed(tmp_path):
+    cfg = EvalConfig(model="scripted", numbers=3, n=6, out=str(tmp_path / "report.json"),
+                     traces_dir=str(tmp_path / "traces"))
+    report = await evaluate(cfg, backend=_replay_backend(3, 6, sabotage_every=3))
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["problems"] == report["problems"] == 6
+    assert 0.0 < report["accuracy"] < 1.0
+    assert report["pass@1"] == report["accuracy"]
+    for row in report["results"]:
+        assert row["total_tokens"] >= row["sequential_tokens"] > 0
+        assert row["latency"] >= 0 and row["threads"] >= 1
+        assert row["correct"] == (row["reasons"][0] == "ok")
+    assert report["mean_threads"] > 1  # the replayed solver trees spawn children
+    assert report["steps"]["steps"] > 0 and report["steps"]["arithmetic_accuracy"] == 1.0  # solver arithmetic
+    assert report["malformed_spawn_share"] == 0
+    assert len(list((tmp_path / "traces").glob("*.json"))) == 6
+
+
+async def test_samples_pass_at_n_and_self_consistency(tmp_path):
+    cfg = EvalConfig(model="scripted", numbers=3, n=3, samples=2, temperature=1.0)
+    report = await evaluate(cfg, backend=_replay_backend(3, 3, sabotage_every=2))
+    assert report["pass@2"] >= report["accuracy"]
+    for row in report["results"]:
+        assert len(row["statuses"]) == 2
+
+
+def test_train_split_is_refused():
+    with pytest.raises(ValueError, match="train split"):
+        EvalConfig(model="m", split="train")
+
+
+def test_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    from training.plots import plot_eval
+
+    reports = [
+        {"name": "apr", "accuracy": 0.4, "mean_total_tokens": 3000, "mean_sequential_tokens": 900,
+         "mean_latency_s": 2.0, "config": {"numbers": 4, "samples": 1},
+         "results": [{"correct": True, "total_tokens": 2000, "sequential_tokens": 800, "latency": 1.5},
+                     {"correct": False, "total_tokens": 4000, "sequential_tokens": 1000, "latency": 2.5}]},
+    ]
+    paths = plot_eval(reports, tmp_path)
+    assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
+
+
+async def test_time_limit_skips_problems_not_started():
+    cfg = EvalConfig(model="scripted", numbers=3, n=5, concurrency=1, time_limit=1e-9)
+    report = await evaluate(cfg, backend=_replay_backend(3, 5))
+    assert report["problems"] + report["skipped"] == 5 and report["skipped"] >= 4

@@ -1,0 +1,139 @@
+"""Tree GRPO: rows of a thread tree, rewards, and one smoke step of `TreeGRPOTrainer` on a tiny model.
+
+Rollouts come from a scripted backend that replays the APR solver's own demonstration trees (so trees really spawn
+children), with the root's final call sabotaged on every other rollout so that rewards differ within a group.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from spawnjoin.backends.scripted import ScriptedBackend  # noqa: E402
+from spawnjoin.tasks.countdown import apr, make_split, root_prompt  # noqa: E402
+from training.grpo import parallelism_bonus_reward, tree_correct_reward, tree_rows, tree_trainer_class  # noqa: E402
+from training.grpo_config import TreeGRPOConfig  # noqa: E402
+
+
+def _solved_trees(n: int) -> list:
+    trees = []
+    for i, problem in enumerate(make_split("train", 200, numbers=3, seed=3)):
+        tree = apr(problem, beam_size=3, sub_call_beam_size=3, spawn_prob=1.0, seed=i)
+        if tree.solved and tree.num_children >= 2:
+            trees.append(tree)
+        if len(trees) == n:
+            return trees
+    raise AssertionError("the solver found too few spawning solved trees")
+
+
+def _script(trees: list, *, sabotage: bool):
+    """Handler answering every call of the given trees; every other root continuation is replaced by a dead end."""
+    answers = {call.context: call.target for tree in trees for thread in tree.threads() for call in thread.calls}
+    counter = itertools.count()
+
+    def handler(request):
+        target = answers[request.prompt]
+        if sabotage and "<Sub Searches>" in request.prompt and next(counter) % 2 == 1:
+            return "No solution found.\n"
+        return target
+
+    return handler
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from training.tokenizer import build_tokenizer
+
+    return build_tokenizer()
+
+
+def _tiny_model(tokenizer):
+    from transformers import LlamaForCausalLM
+
+    from training.model_configs import build_config
+
+    torch.manual_seed(0)
+    config = build_config("tiny", vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return LlamaForCausalLM(config)
+
+
+async def test_tree_rows_mask_join_text(tokenizer):
+    import spawnjoin
+
+    tree = _solved_trees(1)[0]
+    backend = ScriptedBackend(_script([tree], sabotage=False))
+    result = await spawnjoin.solve(root_prompt(tree.problem), backend=backend, dialect="apr",
+                                   budget=spawnjoin.Budget(context_window=1024))
+    root, extra = tree_rows(result.trace, tokenizer)
+    children = sum(1 for t in result.trace.walk() if t.parent_id is not None)
+    assert children >= 2
+    # one spawn-block row for the root, one transcript row per child
+    assert len(extra) == 1 + children
+    assert len(root.completion_ids) == len(root.env_mask)
+    masked = tokenizer.decode([t for t, m in zip(root.completion_ids, root.env_mask, strict=True) if m == 0])
+    trained = tokenizer.decode([t for t, m in zip(root.completion_ids, root.env_mask, strict=True) if m == 1])
+    assert masked.startswith("<Sub Searches>") and "<End Sub Searches>" in masked
+    assert "<Sub Searches>" not in trained and "Goal Reached" in trained
+    spawn_row = extra[0]
+    assert tokenizer.decode(spawn_row.completion_ids).startswith("<Calling Sub Searches>")
+    # the prompt plus the completion is the root's final transcript, token for token
+    full = tokenizer.decode(root.prompt_ids + root.completion_ids, skip_special_tokens=True)
+    assert full == result.text
+
+
+def test_rewards():
+    assert tree_correct_reward([], [], tree_correct=[True, False]) == [1.0, 0.0]
+    assert parallelism_bonus_reward([], [], [True, True], [100, 0], [25, 0]) == [0.75, 0.0]
+
+
+def test_grpo_step_shares_advantage_over_tree(tokenizer, tmp_path):
+    trees = _solved_trees(2)
+    prompts = [root_prompt(t.problem) for t in trees]
+    cfg = TreeGRPOConfig(
+        output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=4, max_steps=1,
+        context_window=1024, max_completion_length=1024, logging_steps=1, seed=0, tree_loss_weighting="tokens",
+    )
+    from datasets import Dataset
+
+    from training.grpo import make_rollout_func
+
+    trainer = tree_trainer_class()(
+        model=_tiny_model(tokenizer), reward_funcs=[tree_correct_reward], args=cfg,
+        train_dataset=Dataset.from_dict({"prompt": prompts * 4}), processing_class=tokenizer,
+        rollout_func=make_rollout_func(cfg, tokenizer,
+                                       backend_factory=lambda _: ScriptedBackend(_script(trees, sabotage=True))),
+    )
+    trainer.model.train()
+    inputs = [{"prompt": p} for p in prompts for _ in range(2)]
+    out = trainer._generate_and_score_completions(inputs)
+
+    rows = [x["tree_rows"] for x in inputs]
+    rewards = [x["tree_correct"] for x in inputs]
+    assert len(set(rewards[:2])) == 2  # sabotage makes the group's rewards differ
+    n_roots = len(inputs)
+    assert out["completion_ids"].shape[0] == n_roots + sum(len(r) for r in rows)
+    start = n_roots
+    for i, extra in enumerate(rows):
+        tree_adv = out["advantages"][start:start + len(extra)]
+        assert torch.all(tree_adv == out["advantages"][i])  # every row of the tree carries its advantage
+        start += len(extra)
+    assert torch.any(out["advantages"] != 0)
+    # the join text inside each root row is excluded from the loss; child rows are fully trained
+    loss_mask = out["completion_mask"] * out["tool_mask"]
+    for i in range(n_roots):
+        kept = out["completion_ids"][i][loss_mask[i].bool()].tolist()
+        dropped = out["completion_ids"][i][(out["completion_mask"][i] * (1 - out["tool_mask"][i])).bool()].tolist()
+        assert "<Sub Searches>" in tokenizer.decode(dropped)
+        assert "<Sub Searches>" not in tokenizer.decode(kept)
+    assert int(out["num_items_in_batch"]) == int(loss_mask.sum())
+
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this test skips
+    loss = trainer.compute_loss(trainer.model, out)
+    loss.backward()
+    grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

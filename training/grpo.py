@@ -1,0 +1,392 @@
+"""`spawnjoin-train grpo`: GRPO where one rollout is a whole thread tree produced by the spawnjoin runtime.
+
+TRL's `GRPOTrainer` samples `num_generations` rollouts per prompt through `rollout_func`. Ours solves each prompt
+with `spawnjoin.solve` (APR dialect, embedded engine loaded with the current policy weights) and turns the tree into
+training rows:
+
+* the **root row**, returned to TRL as the completion: the root's final transcript after its prompt. The text the
+  runtime injected (each join block with the children's results) stays in the sequence, since the model conditioned
+  on it, but `env_mask` marks it 0 so it carries no loss (TRL's `tool_mask`);
+* **extra rows**, returned under the key `tree_rows` and appended by `TreeGRPOTrainer` after scoring: each spawn
+  block a parent wrote (the join replaces it in the transcript, so it gets its own row: the context it was written
+  in, then the block) and every child thread's transcript (with its own spawn rows, for deeper trees).
+
+The reward (`tree_correct_reward`, optionally plus `parallelism_bonus_reward`) is computed once per tree, TRL
+normalises it within the group, and `TreeGRPOTrainer` puts the tree's advantage on every one of its rows (divided by
+the tree's row count with `tree_loss_weighting="per_tree"`, as APR divides each sequence's loss).
+
+Rows are rebuilt from the trace's text by tokenizing segment by segment, so masks line up with tokens exactly; token
+ids can differ from the sampled ones where the tokenizer would merge across a sampling boundary (the embedded
+engine does not return token ids), a small off-policy error that the clipped ratio absorbs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from spawnjoin.trace import Trace
+
+    from .grpo_config import TreeGRPOConfig
+
+__all__ = [
+    "Row",
+    "add_parser",
+    "make_rollout_func",
+    "parallelism_bonus_reward",
+    "run",
+    "train",
+    "tree_correct_reward",
+    "tree_rows",
+    "tree_trainer_class",
+]
+
+
+# --------------------------------------------------------------------------------------------------- rewards
+
+
+def tree_correct_reward(prompts: list, completions: list, tree_correct: list[bool], **kwargs: Any) -> list[float]:
+    """1.0 when the verifier accepts the root's final path, else 0.0 (computed in the rollout, passed as a column).
+
+    >>> tree_correct_reward(["p", "q"], ["a", "b"], tree_correct=[True, False])
+    [1.0, 0.0]
+    """
+    return [1.0 if ok else 0.0 for ok in tree_correct]
+
+
+def parallelism_bonus_reward(prompts: list, completions: list, tree_correct: list[bool],
+                             tree_total_tokens: list[int], tree_sequential_tokens: list[int],
+                             **kwargs: Any) -> list[float]:
+    """ThreadWeaver-style bonus for correct trees: the share of tokens off the critical path.
+
+    `1 - sequential / total`: 0 for one serial thread, near 1 for wide trees. Wrong trees get 0, so the bonus never
+    pays for parallelism that did not lead to an answer.
+
+    >>> parallelism_bonus_reward(["p"] * 2, ["a"] * 2, [True, False], [400, 400], [100, 100])
+    [0.75, 0.0]
+    """
+    return [
+        (1.0 - seq / total) if ok and total > 0 else 0.0
+        for ok, total, seq in zip(tree_correct, tree_total_tokens, tree_sequential_tokens, strict=True)
+    ]
+
+
+# --------------------------------------------------------------------------------------------------- rows
+
+
+@dataclass
+class Row:
+    """One training sequence: prompt token ids, completion token ids, and a 0/1 loss mask over the completion."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    env_mask: list[int]
+
+
+def _kept_prefix(text: str, continuation: str) -> int:
+    """Length of the part of a call's `text` that the next call's context keeps (it ends at a line boundary).
+
+    The runtime continues a parent from its text before the spawn block, then the join text; spawn blocks start on
+    a new line, so the kept part is the common prefix cut back to its last line end.
+    """
+    n = 0
+    limit = min(len(text), len(continuation))
+    while n < limit and text[n] == continuation[n]:
+        n += 1
+    if n == len(text):
+        return n
+    cut = text.rfind("\n", 0, n)
+    return cut + 1 if cut >= 0 else 0
+
+
+def _thread_rows(thread: Any, tokenizer: PreTrainedTokenizerBase) -> list[Row]:
+    """The transcript row of one thread (first) and one row per spawn block it wrote."""
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    calls = thread.calls
+    prompt_ids = tokenizer(calls[0].context)["input_ids"]
+    completion: list[int] = []
+    mask: list[int] = []
+    spawn_rows: list[Row] = []
+    for k, call in enumerate(calls):
+        if k + 1 < len(calls):
+            nxt = calls[k + 1].context
+            rest = nxt[len(call.context):] if nxt.startswith(call.context) else nxt
+            keep = _kept_prefix(call.text, rest)
+            kept_ids = ids(call.text[:keep])
+            block_ids = ids(call.text[keep:])
+            if block_ids:
+                spawn_prompt = tokenizer(call.context + call.text[:keep])["input_ids"]
+                spawn_rows.append(Row(spawn_prompt, block_ids, [1] * len(block_ids)))
+            injected = ids(rest[keep:])
+            completion += kept_ids + injected
+            mask += [1] * len(kept_ids) + [0] * len(injected)
+        else:
+            final = ids(call.text)
+            if call.finish_reason == "eos" and tokenizer.eos_token_id is not None:
+                final = final + [tokenizer.eos_token_id]
+            completion += final
+            mask += [1] * len(final)
+    return [Row(prompt_ids, completion, mask), *spawn_rows]
+
+
+def tree_rows(trace: Trace, tokenizer: PreTrainedTokenizerBase) -> tuple[Row, list[Row]]:
+    """Split a solve's thread tree into the root row and the extra rows (spawn blocks, child transcripts).
+
+    Args:
+        trace (`Trace`): The solve's trace.
+        tokenizer (`PreTrainedTokenizerBase`): The policy's tokenizer.
+
+    Returns:
+        `tuple[Row, list[Row]]`: The root's transcript row, and every other row of the tree.
+    """
+    rows: list[Row] = []
+    for thread in trace.walk():
+        if thread.calls:
+            rows.extend(_thread_rows(thread, tokenizer))
+    if not rows:
+        empty = tokenizer(trace.root.prompt)["input_ids"]
+        return Row(empty, [tokenizer.eos_token_id], [0]), []
+    return rows[0], [r for r in rows[1:] if r.completion_ids]
+
+
+# --------------------------------------------------------------------------------------------------- rollouts
+
+
+def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *, backend_factory: Any = None):
+    """Build the `rollout_func(prompts, trainer)` TRL calls once per generation step.
+
+    Each call saves the current policy to a temporary directory, solves every prompt entry (TRL has already
+    repeated each prompt `num_generations` times) through the spawnjoin runtime, verifies each root's final path,
+    and returns one root row per entry plus the extra keys `env_mask`, `tree_rows`, `tree_correct`,
+    `tree_total_tokens`, `tree_sequential_tokens` and `tree_threads`.
+
+    Args:
+        cfg (`TreeGRPOConfig`): Budget and rollout settings.
+        tokenizer (`PreTrainedTokenizerBase`): The policy's tokenizer.
+        backend_factory (`Callable[[str], Backend]`, *optional*): Builds the backend from a model directory;
+            defaults to `EmbeddedBackend(dir, torch_threads=cfg.rollout_torch_threads)`.
+
+    Returns:
+        The rollout function.
+    """
+
+    def default_factory(model_dir: str) -> Any:
+        from spawnjoin.backends.embedded import EmbeddedBackend
+
+        return EmbeddedBackend(model_dir, torch_threads=cfg.rollout_torch_threads)
+
+    factory = backend_factory or default_factory
+
+    async def solve_all(prompts: list[str], backend: Any) -> list[Any]:
+        import spawnjoin
+        from spawnjoin.backends.base import SamplingParams
+
+        budget = spawnjoin.Budget(context_window=cfg.context_window, max_threads=cfg.max_threads)
+        sampling = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p)
+        sem = asyncio.Semaphore(cfg.rollout_concurrency)
+
+        async def one(prompt: str) -> Any:
+            async with sem:
+                return await spawnjoin.solve(prompt, backend=backend, dialect="apr", budget=budget, sampling=sampling)
+
+        try:
+            return await asyncio.gather(*(one(p) for p in prompts))
+        finally:
+            await backend.aclose()
+
+    def rollout_func(prompts: list[str], trainer: Any) -> dict[str, Any]:
+        from spawnjoin.tasks.countdown import parse_problem, verify_path
+
+        with tempfile.TemporaryDirectory(prefix="spawnjoin-grpo-") as tmp:
+            policy = trainer.accelerator.unwrap_model(trainer.model)
+            policy.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            results = asyncio.run(solve_all(list(prompts), factory(tmp)))
+        out: dict[str, list[Any]] = {k: [] for k in (
+            "prompt_ids", "completion_ids", "env_mask", "tree_rows", "tree_correct", "tree_total_tokens",
+            "tree_sequential_tokens", "tree_threads")}
+        for prompt, result in zip(prompts, results, strict=True):
+            root, extra = tree_rows(result.trace, tokenizer)
+            out["prompt_ids"].append(root.prompt_ids)
+            out["completion_ids"].append(root.completion_ids)
+            out["env_mask"].append(root.env_mask)
+            out["tree_rows"].append(extra)
+            out["tree_correct"].append(verify_path(parse_problem(prompt), result.text).ok)
+            out["tree_total_tokens"].append(result.metrics.total_tokens)
+            out["tree_sequential_tokens"].append(result.metrics.sequential_tokens)
+            out["tree_threads"].append(result.metrics.threads)
+        return {**out, "logprobs": None}
+
+    return rollout_func
+
+
+# --------------------------------------------------------------------------------------------------- trainer
+
+
+def _pad_left(rows: list[list[int]], width: int, value: int) -> list[list[int]]:
+    return [[value] * (width - len(r)) + r for r in rows]
+
+
+def _pad_right(rows: list[list[int]], width: int, value: int) -> list[list[int]]:
+    return [r + [value] * (width - len(r)) for r in rows]
+
+
+def tree_trainer_class() -> type:
+    """`TreeGRPOTrainer`: `GRPOTrainer` that appends each tree's extra rows, carrying the tree's advantage."""
+    import torch
+    from trl import GRPOTrainer
+
+    class TreeGRPOTrainer(GRPOTrainer):
+        """GRPO over thread trees: after TRL scores the root rows, append every tree's other rows with the same
+        advantage, re-padding prompts on the left and completions on the right."""
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            pad = self._tokenizer.pad_token_id
+            device = out["prompt_ids"].device
+            # TRL copied each rollout's extra keys into its input row; rows come back in input order.
+            extra: list[list[Row]] = [x.get("tree_rows") or [] for x in inputs]
+            advantages = out["advantages"]
+            owners = list(range(len(inputs))) + [i for i, rows in enumerate(extra) for _ in rows]
+            if self.args.tree_loss_weighting == "per_tree":
+                sizes = torch.tensor([1 + len(rows) for rows in extra], dtype=advantages.dtype, device=device)
+                advantages = advantages / sizes
+            new = [r for rows in extra for r in rows]
+            self._metrics["train"]["tree/rows_per_tree"].append(len(owners) / max(len(inputs), 1))
+
+            prompt_rows = [p[m.bool()].tolist() for p, m in zip(out["prompt_ids"], out["prompt_mask"], strict=True)]
+            comp_rows = [c[m.bool()].tolist() for c, m in
+                         zip(out["completion_ids"], out["completion_mask"], strict=True)]
+            tool = out.get("tool_mask")
+            mask_rows = [t[m.bool()].tolist() for t, m in zip(tool, out["completion_mask"], strict=True)] if (
+                tool is not None) else [[1] * len(c) for c in comp_rows]
+            prompt_rows += [r.prompt_ids for r in new]
+            comp_rows += [r.completion_ids for r in new]
+            mask_rows += [r.env_mask for r in new]
+
+            pw = max(len(r) for r in prompt_rows)
+            cw = max(len(r) for r in comp_rows)
+
+            def tensor(rows: list[list[int]]) -> torch.Tensor:
+                return torch.tensor(rows, dtype=torch.long, device=device)
+
+            out["prompt_ids"] = tensor(_pad_left(prompt_rows, pw, pad))
+            out["prompt_mask"] = tensor(_pad_left([[1] * len(r) for r in prompt_rows], pw, 0))
+            out["completion_ids"] = tensor(_pad_right(comp_rows, cw, pad))
+            out["completion_mask"] = tensor(_pad_right([[1] * len(r) for r in comp_rows], cw, 0))
+            out["tool_mask"] = tensor(_pad_right(mask_rows, cw, 1))
+            out["advantages"] = advantages[torch.tensor(owners, device=device)]
+            loss_mask = out["completion_mask"] * out["tool_mask"]
+            out["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+            for key in ("sampling_per_token_logps", "importance_sampling_ratio"):
+                if key in out:
+                    raise ValueError(f"{key} is not supported with tree rollouts (no vLLM importance sampling)")
+            recompute = [k for k in ("old_per_token_logps", "ref_per_token_logps") if k in out]
+            if recompute:
+                ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+                attention = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+                with torch.no_grad():
+                    for key in recompute:
+                        model = self.model if key == "old_per_token_logps" else self.ref_model
+                        logps, _, _ = self._get_per_token_logps_and_entropies(
+                            model, ids, attention, cw, batch_size=self.args.per_device_train_batch_size)
+                        out[key] = logps
+            return out
+
+    return TreeGRPOTrainer
+
+
+# --------------------------------------------------------------------------------------------------- train
+
+
+def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None, tokenizer: Any = None) -> Any:
+    """Run tree GRPO from `cfg.model_name_or_path` and save the final model to `output_dir/final`.
+
+    Args:
+        cfg (`TreeGRPOConfig`): The configuration.
+        backend_factory (`Callable[[str], Backend]`, *optional*): Backend builder for rollouts (tests).
+        model (`PreTrainedModel`, *optional*): A model to use instead of loading `model_name_or_path`.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*): Its tokenizer.
+
+    Returns:
+        `TreeGRPOTrainer`: The trainer after training.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from spawnjoin.tasks.countdown import make_split, root_prompt
+
+    from .sft import export_model
+
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=torch.float32)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
+    problems = make_split("train", cfg.train_problems, numbers=cfg.numbers, seed=cfg.problem_seed)
+    dataset = Dataset.from_dict({"prompt": [root_prompt(p) for p in problems]})
+    reward_funcs: list[Any] = [tree_correct_reward]
+    if cfg.parallel_bonus > 0:
+        reward_funcs.append(parallelism_bonus_reward)
+        cfg.reward_weights = [1.0, cfg.parallel_bonus]
+    trainer = tree_trainer_class()(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=cfg,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        rollout_func=make_rollout_func(cfg, tokenizer, backend_factory=backend_factory),
+    )
+    trainer.train()
+    export_model(trainer.model, tokenizer, Path(cfg.output_dir) / "final")
+    trainer.state.save_to_json(str(Path(cfg.output_dir) / "final" / "trainer_state.json"))
+    return trainer
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the `grpo` subcommand.
+
+    Args:
+        subparsers (`argparse._SubParsersAction`): The CLI's subparsers.
+
+    Returns:
+        `argparse.ArgumentParser`: The new subparser.
+    """
+    from .grpo_config import TreeGRPOConfig
+    from .sft import add_config_arguments
+
+    p = subparsers.add_parser("grpo", help="GRPO over thread-tree rollouts solved by the spawnjoin runtime")
+    p.add_argument("--recipe", help="recipe file (YAML): config fields; flags given here override it")
+    add_config_arguments(p, TreeGRPOConfig)
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `spawnjoin-train grpo` with parsed arguments.
+
+    Args:
+        args (`argparse.Namespace`): Parsed arguments.
+
+    Returns:
+        `int`: Exit status.
+    """
+    from .grpo_config import TreeGRPOConfig
+    from .sft import _config_fields, config_from
+
+    known = {f.name for f in _config_fields(TreeGRPOConfig)}
+    cfg = config_from(args.recipe, {k: v for k, v in vars(args).items() if k in known}, cls=TreeGRPOConfig)
+    if not cfg.model_name_or_path:
+        raise SystemExit("spawnjoin-train grpo: set --model_name_or_path to an SFT model directory")
+    train(cfg)
+    return 0

@@ -1,0 +1,104 @@
+"""`TreeGRPOConfig`: TRL's `GRPOConfig` plus the settings of thread-tree rollouts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+__all__ = ["TreeGRPOConfig"]
+
+
+@dataclass
+class TreeGRPOConfig(GRPOConfig):
+    r"""
+    Configuration for `spawnjoin-train grpo`: GRPO where one rollout is a whole thread tree solved by the spawnjoin
+    runtime. Every field is also a command-line flag.
+
+    A group is `num_generations` trees for one problem; the reward is the verifier's verdict on the root's final
+    path (plus an optional parallelism bonus); the group-normalised advantage is put on every sequence of the tree.
+
+    Parameters:
+        > Model and problems
+
+        model_name_or_path (`str`):
+            Local HF model directory of the SFT model to start from.
+        numbers (`int`, *optional*, defaults to `4`):
+            Numbers per Countdown problem.
+        train_problems (`int`, *optional*, defaults to `2000`):
+            Training-split problems to draw prompts from.
+        problem_seed (`int`, *optional*, defaults to `0`):
+            Seed of the problem stream.
+
+        > Rollouts
+
+        context_window (`int`, *optional*, defaults to `1024`):
+            Per-thread context window of each rollout.
+        max_threads (`int`, *optional*, defaults to `32`):
+            Most threads in one rollout tree.
+        rollout_concurrency (`int`, *optional*, defaults to `64`):
+            Trees solved at once (the embedded engine batches their calls).
+        rollout_torch_threads (`int`, *optional*):
+            Torch threads of the embedded engine used for rollouts.
+
+        > Rewards and loss
+
+        parallel_bonus (`float`, *optional*, defaults to `0.0`):
+            ThreadWeaver-style bonus added to correct rollouts: `parallel_bonus * (1 - sequential / total tokens)`.
+        tree_loss_weighting (`str`, *optional*, defaults to `"per_tree"`):
+            `"per_tree"`: each sequence's advantage is divided by the number of sequences of its tree, so a tree
+            weighs the same however many threads it ran (APR); `"tokens"`: every token weighs the same.
+    """
+
+    # Model and problems
+    model_name_or_path: str | None = field(default=None, metadata={"help": "SFT model directory to start from."})
+    numbers: int = field(default=4, metadata={"help": "Numbers per Countdown problem."})
+    train_problems: int = field(default=2000, metadata={"help": "Training-split problems to draw prompts from."})
+    problem_seed: int = field(default=0, metadata={"help": "Seed of the problem stream."})
+
+    # Rollouts
+    context_window: int = field(default=1024, metadata={"help": "Per-thread context window of each rollout."})
+    max_threads: int = field(default=32, metadata={"help": "Most threads in one rollout tree."})
+    rollout_concurrency: int = field(default=64, metadata={"help": "Trees solved at once."})
+    rollout_torch_threads: int | None = field(default=None, metadata={"help": "Torch threads of the rollout engine."})
+
+    # Rewards and loss
+    parallel_bonus: float = field(
+        default=0.0, metadata={"help": "Bonus for correct rollouts: bonus * (1 - sequential / total tokens)."}
+    )
+    tree_loss_weighting: str = field(
+        default="per_tree",
+        metadata={"help": "'per_tree' divides each sequence's advantage by its tree's sequence count; 'tokens' "
+                          "weighs every token the same.", "choices": ["per_tree", "tokens"]},
+    )
+
+    # Defaults that differ from GRPOConfig: a small model on a CPU, one generation per optimizer step.
+    use_cpu: bool = field(default=True, metadata={"help": "Train on the CPU (required on a machine with no GPU)."})
+    bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (off on CPU for GRPO)."})
+    num_generations: int | None = field(default=4, metadata={"help": "Rollout trees per problem (group size)."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Root rollouts per step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    steps_per_generation: int | None = field(
+        default=1,
+        metadata={"help": "Optimizer steps per generation; 1 keeps every tree's rows in one batch (child rows are "
+                          "appended, so the row count is not a multiple of anything)."},
+    )
+    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (APR: 1e-5)."})
+    beta: float = field(default=0.0, metadata={"help": "KL coefficient (0: no reference model)."})
+    temperature: float = field(default=1.0, metadata={"help": "Rollout sampling temperature."})
+    max_completion_length: int | None = field(default=1024, metadata={"help": "Longest completion of one row."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every this many steps."})
+    save_strategy: str = field(default="no", metadata={"help": "Checkpoint strategy."})
+    report_to: str | list[str] = field(default="none", metadata={"help": "Experiment trackers to log to."})
+
+    def __post_init__(self) -> None:
+        if self.tree_loss_weighting not in ("per_tree", "tokens"):
+            raise ValueError(f"tree_loss_weighting must be 'per_tree' or 'tokens', not {self.tree_loss_weighting!r}")
+        if self.steps_per_generation not in (None, 1):
+            raise ValueError(
+                "tree rollouts append child rows after scoring, so one generation must feed exactly one optimizer "
+                "step: set steps_per_generation=1 (and raise per_device_train_batch_size instead)."
+            )
+        if self.parallel_bonus < 0:
+            raise ValueError("parallel_bonus must be >= 0")
+        super().__post_init__()

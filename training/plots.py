@@ -1,0 +1,186 @@
+"""`spawnjoin-train plot`: training curves and evaluation figures with matplotlib.
+
+* Training (`--train NAME=RUN_DIR ...`): loss against tokens seen, tokens seen against wall time, and training
+  throughput (tokens per second) against wall time, read from the run's `trainer_state.json` (its `final/` or its
+  newest checkpoint).
+* Evaluation (`--eval REPORT.json ...`, written by `spawnjoin-train eval`): accuracy against mean total tokens,
+  mean sequential tokens and mean latency per problem, one marker per report, plus each report's cumulative curve
+  (share of problems solved within x, read off the same solves: an upper-envelope view, not a separate budget run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "load_log_history", "plot_eval", "plot_training", "run"]
+
+_EVAL_AXES = (
+    ("total_tokens", "mean_total_tokens", "total tokens per problem", "accuracy_vs_total_tokens.png"),
+    ("sequential_tokens", "mean_sequential_tokens", "sequential tokens per problem (critical path)",
+     "accuracy_vs_sequential_tokens.png"),
+    ("latency", "mean_latency_s", "latency per problem (s)", "accuracy_vs_latency.png"),
+)
+
+
+def load_log_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The `log_history` of a run: `final/trainer_state.json`, else the newest checkpoint's.
+
+    Args:
+        run_dir (`str | Path`): A training output directory (or a `trainer_state.json` file).
+
+    Returns:
+        `list[dict]`: Logged entries in order.
+    """
+    path = Path(run_dir)
+    if path.is_dir():
+        candidates = [path / "final" / "trainer_state.json"]
+        checkpoints = sorted(path.glob("checkpoint-*/trainer_state.json"),
+                             key=lambda p: int(p.parent.name.split("-")[1]), reverse=True)
+        candidates += checkpoints
+        path = next((c for c in candidates if c.exists()), candidates[0])
+    return json.loads(path.read_text())["log_history"]
+
+
+def _with_time(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Training-loss entries with `minutes` (wall time, summed over resumed segments) and `tokens_per_second`
+    (between consecutive entries) derived from `train_runtime` and `num_input_tokens_seen`."""
+    entries = [dict(e) for e in history if "loss" in e and "train_runtime" in e]
+    offset = previous = 0.0
+    for i, e in enumerate(entries):
+        runtime = float(e["train_runtime"])
+        if runtime < previous:  # a resumed run restarts its clock
+            offset += previous
+        previous = runtime
+        e["minutes"] = (offset + runtime) / 60
+        if i and e["minutes"] > entries[i - 1]["minutes"]:
+            dt = 60 * (e["minutes"] - entries[i - 1]["minutes"])
+            e["tokens_per_second"] = (e["num_input_tokens_seen"] - entries[i - 1]["num_input_tokens_seen"]) / dt
+    return entries
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training(runs: dict[str, str | Path], out_dir: str | Path) -> list[Path]:
+    """Plot loss vs tokens seen, tokens seen vs time, and tokens/s vs time for each named run.
+
+    Args:
+        runs (`dict[str, str | Path]`): Run label to run directory.
+        out_dir (`str | Path`): Where the PNG files go.
+
+    Returns:
+        `list[Path]`: The figures written.
+    """
+    plt = _plt()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    histories = {name: _with_time(load_log_history(d)) for name, d in runs.items()}
+    figures = [
+        ("num_input_tokens_seen", "loss", "tokens seen", "training loss (completion tokens)", "sft_loss.png"),
+        ("minutes", "num_input_tokens_seen", "wall time (min)", "tokens seen", "sft_tokens_seen.png"),
+        ("minutes", "tokens_per_second", "wall time (min)", "training tokens / s", "sft_throughput.png"),
+    ]
+    written = []
+    for x, y, xlabel, ylabel, filename in figures:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, entries in histories.items():
+            points = [(e[x], e[y]) for e in entries if x in e and y in e]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if y == "loss":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / filename, dpi=120)
+        plt.close(fig)
+        written.append(out / filename)
+    return written
+
+
+def plot_eval(reports: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    """Plot accuracy against total tokens, sequential tokens and latency for evaluation reports.
+
+    Args:
+        reports (`list[dict]`): Reports from `spawnjoin-train eval`.
+        out_dir (`str | Path`): Where the PNG files go.
+
+    Returns:
+        `list[Path]`: The figures written.
+    """
+    plt = _plt()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key, mean_key, xlabel, filename in _EVAL_AXES:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for report in reports:
+            rows = report["results"]
+            label = f"{report['name']} ({report['config'].get('numbers', '?')} numbers)"
+            xs = sorted(r[key] for r in rows if r["correct"])
+            if xs and rows:
+                curve_x = [0.0] + xs
+                curve_y = [0.0] + [(i + 1) / len(rows) for i in range(len(xs))]
+                line, = ax.step(curve_x, curve_y, where="post", alpha=0.5)
+                color = line.get_color()
+            else:
+                color = None
+            ax.scatter([report[mean_key]], [report["accuracy"]], color=color, label=label, zorder=3)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / filename, dpi=120)
+        plt.close(fig)
+        written.append(out / filename)
+    return written
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the `plot` subcommand.
+
+    Args:
+        subparsers (`argparse._SubParsersAction`): The CLI's subparsers.
+
+    Returns:
+        `argparse.ArgumentParser`: The new subparser.
+    """
+    p = subparsers.add_parser("plot", help="training curves and evaluation figures (matplotlib)")
+    p.add_argument("--train", nargs="*", default=[], metavar="NAME=RUN_DIR", help="training runs to plot")
+    p.add_argument("--eval", nargs="*", default=[], metavar="REPORT", help="eval reports (JSON) to plot")
+    p.add_argument("--out", required=True, help="output directory for the PNG files")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `spawnjoin-train plot` with parsed arguments.
+
+    Args:
+        args (`argparse.Namespace`): Parsed arguments.
+
+    Returns:
+        `int`: Exit status.
+    """
+    written = []
+    if args.train:
+        runs = dict(item.split("=", 1) for item in args.train)
+        written += plot_training(runs, args.out)
+    if args.eval:
+        written += plot_eval([json.loads(Path(p).read_text()) for p in args.eval], args.out)
+    for path in written:
+        print(path)
+    return 0

@@ -1,0 +1,539 @@
+"""`spawnjoin-train sft`: supervised fine-tuning on thread-call demonstrations with TRL's `SFTTrainer`.
+
+Every thread call of a demonstration tree (each parent call, each child call) is one sequence, `<bos> prompt
+completion <eos>`, and by default only the completion and `<eos>` carry loss (`loss_on="completion"`): that is the
+text the model writes at inference. The prompt is the problem (random numbers, unpredictable), a child's context
+rebuilt by the runtime, or a parent's earlier text plus the join block the runtime injects; training on it would
+spend capacity predicting noise and learn the parent's first call twice. `loss_on="all"` reproduces the APR paper.
+
+Sequences are packed padding-free into rows of `max_length` tokens with their own position ids, so calls never
+attend to each other (SDPA builds a block-diagonal mask from the position ids).
+
+The data mix is one or more `spawnjoin-train data` outputs plus an optional arithmetic warm-up corpus: lines
+`x op y=z` taken from the symbolic searches (so operands follow the traces' distribution) and written exactly as
+traces write them, with loss only on `z` and the line end. On a CPU a small model learns the trace format quickly
+but the arithmetic slowly (shared/reference/cpu-training.md); the warm-up packs several times more arithmetic into
+each token than traces do.
+
+Run `spawnjoin-train sft --recipe training/recipes/countdown-apr.yaml`; any `SpawnJoinSFTConfig` field is also a
+flag (`--learning_rate 5e-4`) and flags win over the recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import re
+import shlex
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, get_type_hints
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+    from .sft_config import SpawnJoinSFTConfig
+
+__all__ = [
+    "add_parser",
+    "arithmetic_rows",
+    "build_model",
+    "load_config",
+    "load_rows",
+    "run",
+    "tokenize_rows",
+    "train",
+]
+
+_OP_RE = re.compile(r"Exploring Operation: (\d+[-+*/]\d+=)(\d+)")
+
+
+# --------------------------------------------------------------------------------------------------- data
+
+
+def _ensure_data(commands: list[str]) -> None:
+    """Run each `spawnjoin-train data` command whose `--out` directory has no JSONL rows yet."""
+    from . import data as data_cmd
+
+    for command in commands:
+        argv = shlex.split(command)
+        if argv and argv[0] == "data":
+            argv = argv[1:]
+        out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else None
+        if out is not None and any(out.glob("*.jsonl")):
+            continue
+        parser = argparse.ArgumentParser(prog="spawnjoin-train")
+        data_cmd.add_parser(parser.add_subparsers())
+        args = parser.parse_args(["data", *argv, "--quiet"])
+        data_cmd.run(args)
+
+
+def _jsonl_files(entry: str) -> list[Path]:
+    path = Path(entry)
+    if path.is_dir():
+        # `spawnjoin-train data` writes {split}.jsonl beside {split}.trees.jsonl; only the former holds rows.
+        return sorted(p for p in path.glob("*.jsonl") if not p.name.endswith(".trees.jsonl"))
+    if path.exists():
+        return [path]
+    raise FileNotFoundError(f"training data {entry!r} does not exist; run `spawnjoin-train data ... --out {entry}`")
+
+
+def load_rows(files: list[str], weights: list[float] | None = None, *, seed: int = 0) -> list[dict[str, str]]:
+    """Read `prompt`/`completion` rows from JSONL files or directories, each taking a weighted share.
+
+    Args:
+        files (`list[str]`): JSONL files, or directories written by `spawnjoin-train data`.
+        weights (`list[float]`, *optional*): Fraction of each entry's rows to use; above 1 repeats rows.
+        seed (`int`, *optional*, defaults to `0`): Seed of the sub-sampling.
+
+    Returns:
+        `list[dict[str, str]]`: Rows with `prompt` and `completion`.
+    """
+    rng = random.Random(seed)
+    rows: list[dict[str, str]] = []
+    for i, entry in enumerate(files):
+        source = []
+        for path in _jsonl_files(entry):
+            with path.open() as f:
+                for line in f:
+                    if line.strip():
+                        row = json.loads(line)
+                        source.append({"prompt": row["prompt"], "completion": row["completion"]})
+        weight = 1.0 if weights is None else weights[i]
+        whole, frac = divmod(weight, 1.0)
+        picked = source * int(whole) + rng.sample(source, int(round(frac * len(source))))
+        rows.extend(picked)
+    return rows
+
+
+def arithmetic_rows(n_rows: int, *, lines: int = 64, numbers: tuple[int, ...] = (3, 4), seed: int = 0) -> list[str]:
+    """The arithmetic warm-up corpus: rows of `x op y=z` lines from symbolic searches of training problems.
+
+    Operations come from the `Exploring Operation` lines of APR and SoS+ searches over training-split problems,
+    so operand sizes follow what traces contain (inputs up to 99, intermediate results, exact divisions only).
+
+    Args:
+        n_rows (`int`): Rows to make.
+        lines (`int`, *optional*, defaults to `64`): Operation lines per row.
+        numbers (`tuple[int, ...]`, *optional*, defaults to `(3, 4)`): Problem sizes to draw searches from.
+        seed (`int`, *optional*, defaults to `0`): Seed.
+
+    Returns:
+        `list[str]`: Rows, each `lines` lines of `x op y=z\\n`.
+    """
+    from spawnjoin.tasks.countdown import apr, iter_split, sos_plus
+
+    rng = random.Random(seed)
+    needed = n_rows * lines
+    ops: list[str] = []
+    streams = [iter_split("train", numbers=k, seed=seed + 7919 * k) for k in numbers]
+    while len(ops) < needed:
+        problem = next(streams[len(ops) % len(streams)])
+        solver = apr if rng.random() < 0.5 else sos_plus
+        tree = solver(problem, beam_size=rng.randint(1, 5), rng=rng)
+        for thread in tree.threads():
+            for call in thread.calls:
+                ops.extend(a + b for a, b in _OP_RE.findall(call.target))
+    rng.shuffle(ops)
+    return ["".join(op + "\n" for op in ops[i * lines : (i + 1) * lines]) for i in range(n_rows)]
+
+
+def _result_mask(tokens: list[str]) -> list[int]:
+    """1 on the tokens of each result and its line end (after `=` up to and including the newline)."""
+    mask, inside = [], False
+    for tok in tokens:
+        mask.append(1 if inside else 0)
+        if tok == "=":
+            inside = True
+        elif tok.endswith("\n"):
+            inside = False
+    return mask
+
+
+def tokenize_rows(
+    rows: list[dict[str, str]],
+    arithmetic: list[str],
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    seed: int = 0,
+) -> Dataset:
+    """Tokenize calls and warm-up rows into a shuffled dataset with `input_ids` and `completion_mask`.
+
+    Args:
+        rows (`list[dict[str, str]]`): `prompt`/`completion` rows; a sequence is `<bos> prompt completion <eos>`
+            with mask 1 on the completion and `<eos>`.
+        arithmetic (`list[str]`): Warm-up rows; mask 1 on each result and its line end.
+        tokenizer (`PreTrainedTokenizerFast`): The tokenizer (it prepends `<bos>`).
+        seed (`int`, *optional*, defaults to `0`): Shuffle seed.
+
+    Returns:
+        `Dataset`: Columns `input_ids` and `completion_mask`.
+    """
+    from datasets import Dataset
+
+    eos = tokenizer.eos_token_id
+    ids: list[list[int]] = []
+    masks: list[list[int]] = []
+    if rows:
+        prompts = tokenizer([r["prompt"] for r in rows])["input_ids"]
+        completions = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
+        for p, c in zip(prompts, completions, strict=True):
+            ids.append(p + c + [eos])
+            masks.append([0] * len(p) + [1] * (len(c) + 1))
+    if arithmetic:
+        encoded = tokenizer(arithmetic)["input_ids"]
+        for seq in encoded:
+            ids.append(seq)
+            masks.append(_result_mask(tokenizer.convert_ids_to_tokens(seq)))
+    order = list(range(len(ids)))
+    random.Random(seed).shuffle(order)
+    return Dataset.from_dict({"input_ids": [ids[i] for i in order], "completion_mask": [masks[i] for i in order]})
+
+
+# --------------------------------------------------------------------------------------------------- model
+
+
+def load_tokenizer(model_dir: str | None) -> PreTrainedTokenizerFast:
+    """The tokenizer saved with `model_dir`, else a freshly built Countdown tokenizer."""
+    if model_dir and (Path(model_dir) / "tokenizer.json").exists():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_dir)
+    from .tokenizer import build_tokenizer
+
+    return build_tokenizer()
+
+
+def build_model(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    """Load `cfg.model_name_or_path`, or build a new `LlamaForCausalLM` of shape `cfg.model_shape`.
+
+    Args:
+        cfg (`SpawnJoinSFTConfig`): The configuration.
+        tokenizer (`PreTrainedTokenizerFast`): Sets the vocabulary size and special token ids of a new model.
+
+    Returns:
+        `PreTrainedModel`: The model, in float32 (bf16 is applied by autocast).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    from .model_configs import build_config
+
+    if cfg.model_name_or_path and Path(cfg.model_name_or_path).exists():
+        return AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=torch.float32)
+    torch.manual_seed(cfg.seed)
+    config = build_config(
+        cfg.model_shape,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, out: str | Path, *,
+                 dtype: str = "float32") -> Path:
+    """Write an inference-ready copy: `config.json`, `model.safetensors`, tokenizer files, `generation_config.json`.
+
+    Args:
+        model (`PreTrainedModel`): The model.
+        tokenizer (`PreTrainedTokenizerFast`): Its tokenizer.
+        out (`str | Path`): Output directory (replaced file by file).
+        dtype (`str`, *optional*, defaults to `"float32"`): `"float32"` or `"bfloat16"`.
+
+    Returns:
+        `Path`: The directory.
+    """
+    import copy
+
+    import torch
+    from transformers import GenerationConfig
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    copy_ = copy.deepcopy(model).to(getattr(torch, dtype))
+    copy_.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+    copy_.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- callbacks
+
+
+def _deadline(stop_at: str | None) -> float | None:
+    if not stop_at:
+        return None
+    if ":" in stop_at:
+        hh, mm = (int(x) for x in stop_at.split(":"))
+        now = time.gmtime()
+        return time.mktime((now.tm_year, now.tm_mon, now.tm_mday, hh, mm, 0, 0, 0, 0)) - time.timezone
+    return float(stop_at)
+
+
+def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> list[Any]:
+    from transformers import TrainerCallback
+
+    deadline = _deadline(cfg.stop_at)
+
+    class TimedSave(TrainerCallback):
+        """Checkpoint every `save_every_minutes`; save and stop at `stop_at`."""
+
+        def __init__(self) -> None:
+            self.last = time.time()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = time.time()
+            if cfg.save_every_minutes and now - self.last >= 60 * cfg.save_every_minutes:
+                control.should_save = True
+            if deadline is not None and now >= deadline:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            self.last = time.time()
+
+    class Throughput(TrainerCallback):
+        """Add `tokens_per_second` (since the previous log) and `elapsed_minutes` to each log entry."""
+
+        def __init__(self) -> None:
+            self.t0 = self.t = time.time()
+            self.seen = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs is None or "loss" not in logs:
+                return
+            now, seen = time.time(), state.num_input_tokens_seen
+            if self.seen is not None and now > self.t:
+                logs["tokens_per_second"] = round((seen - self.seen) / (now - self.t), 1)
+            logs["elapsed_minutes"] = round((now - self.t0) / 60, 2)
+            self.t, self.seen = now, seen
+            # Trainer appended a copy of `logs` to the history before calling back; keep both in step.
+            if state.log_history and state.log_history[-1].get("step") == state.global_step:
+                state.log_history[-1].update({k: logs[k] for k in ("tokens_per_second", "elapsed_minutes")
+                                              if k in logs})
+
+    class Export(TrainerCallback):
+        """Write an inference-ready copy to `export_dir` at every checkpoint."""
+
+        def on_save(self, args, state, control, model=None, **kwargs):
+            if cfg.export_dir and model is not None and state.is_world_process_zero:
+                export_model(model, tokenizer, cfg.export_dir, dtype=cfg.export_dtype)
+                note = {"global_step": state.global_step, "tokens_seen": state.num_input_tokens_seen,
+                        "time": time.strftime("%H:%M:%S", time.gmtime())}
+                Path(cfg.export_dir, "training_state.json").write_text(json.dumps(note) + "\n")
+
+    class TimeSchedule(TrainerCallback):
+        """After warm-up, set the learning rate from the wall-clock share of [schedule_start, stop_at]."""
+
+        def __init__(self) -> None:
+            self.start = _deadline(cfg.schedule_start) or time.time()
+            self.min_rate = float((cfg.lr_scheduler_kwargs or {}).get("min_lr_rate", 0.0))
+
+        def rate(self) -> float:
+            span = max(deadline - self.start, 1.0)
+            progress = min(max((time.time() - self.start) / span, 0.0), 1.0)
+            return self.min_rate + (1 - self.min_rate) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            if optimizer is None or state.global_step < args.get_warmup_steps(state.max_steps):
+                return
+            for group in optimizer.param_groups:
+                group["lr"] = args.learning_rate * self.rate()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs is not None and "learning_rate" in logs and state.global_step >= args.get_warmup_steps(
+                    state.max_steps):
+                logs["learning_rate"] = args.learning_rate * self.rate()
+
+    callbacks = [TimedSave(), Throughput(), Export()]
+    if cfg.lr_schedule_by_time and deadline is not None:
+        callbacks.append(TimeSchedule())
+    return callbacks
+
+
+# --------------------------------------------------------------------------------------------------- train
+
+
+def _trainer_class() -> type:
+    """`SFTTrainer` with bf16 autocast around the loss on a CPU.
+
+    TRL replaces the model's forward with a fused LM-head forward, which skips the autocast wrapper accelerate puts
+    on the model, so on a CPU `bf16=True` would otherwise train in float32 (measured: 0.8k vs 2k tokens/s, 5M model).
+    """
+    import torch
+    from trl import SFTTrainer
+
+    class CPUAutocastSFTTrainer(SFTTrainer):
+        def compute_loss(self, *args, **kwargs):
+            enabled = bool(self.args.bf16) and self.args.use_cpu
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+                return super().compute_loss(*args, **kwargs)
+
+    return CPUAutocastSFTTrainer
+
+
+def train(cfg: SpawnJoinSFTConfig) -> Path:
+    """Build the data mix and the model, train with `SFTTrainer`, and save the final model with its tokenizer.
+
+    Args:
+        cfg (`SpawnJoinSFTConfig`): The configuration.
+
+    Returns:
+        `Path`: `output_dir/final`, an HF model directory.
+    """
+    import torch
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    if cfg.model_name_or_path and not Path(cfg.model_name_or_path).exists() and cfg.init_recipe:
+        print(f"[sft] {cfg.model_name_or_path} missing: running {cfg.init_recipe} first", flush=True)
+        train(load_config(["--recipe", cfg.init_recipe]))
+    if cfg.generate_data:
+        _ensure_data(cfg.generate_data)
+
+    tokenizer = load_tokenizer(cfg.model_name_or_path)
+    data_seed = cfg.seed + cfg.data_seed_offset
+    rows = load_rows(cfg.train_files or [], cfg.train_weights, seed=data_seed)
+    arith = arithmetic_rows(cfg.arithmetic_rows, lines=cfg.arithmetic_lines,
+                            numbers=tuple(cfg.arithmetic_numbers), seed=data_seed) if cfg.arithmetic_rows else []
+    if not rows and not arith:
+        raise ValueError("no training data: set train_files and/or arithmetic_rows")
+    dataset = tokenize_rows(rows, arith, tokenizer, seed=data_seed)
+    n_tokens = sum(len(x) for x in dataset["input_ids"])
+    print(f"[sft] {len(rows)} calls + {len(arith)} arithmetic rows, {n_tokens} tokens", flush=True)
+
+    model = build_model(cfg, tokenizer)
+    print(f"[sft] model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
+    trainer = _trainer_class()(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=_callbacks(cfg, tokenizer))
+    last = get_last_checkpoint(cfg.output_dir) if cfg.resume and Path(cfg.output_dir).is_dir() else None
+    if last:
+        print(f"[sft] resuming from {last}", flush=True)
+    trainer.train(resume_from_checkpoint=last)
+    final = Path(cfg.output_dir) / "final"
+    export_model(trainer.model, tokenizer, final, dtype="float32")
+    trainer.state.save_to_json(str(final / "trainer_state.json"))
+    if cfg.export_dir:
+        export_model(trainer.model, tokenizer, cfg.export_dir, dtype=cfg.export_dtype)
+    print(f"[sft] saved {final}", flush=True)
+    return final
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def _config_fields(cls: type | None = None) -> list[dataclasses.Field]:
+    """The init fields of a config dataclass (default `SpawnJoinSFTConfig`) with their types resolved."""
+    if cls is None:
+        from .sft_config import SpawnJoinSFTConfig as cls
+    hints = get_type_hints(cls)
+    fields = []
+    for f in dataclasses.fields(cls):
+        if f.init:
+            f.type = hints[f.name]
+            fields.append(f)
+    return fields
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type | None = None) -> None:
+    """Add every field of a config dataclass as a `--name` flag whose default is *absent*, so that only flags
+    actually given override a recipe file.
+
+    Args:
+        parser (`argparse.ArgumentParser`): The (sub)parser.
+        cls (`type`, *optional*): The config dataclass; defaults to `SpawnJoinSFTConfig`.
+    """
+    from transformers import HfArgumentParser
+
+    group = parser.add_argument_group(cls.__name__ if cls else "SpawnJoinSFTConfig")
+    for f in _config_fields(cls):
+        HfArgumentParser._parse_dataclass_field(group, f)
+    for action in group._group_actions:
+        action.default = argparse.SUPPRESS
+
+
+def load_config(argv: list[str] | None = None, *, recipe: str | None = None,
+                overrides: dict[str, Any] | None = None, cls: type | None = None) -> Any:
+    """Build a config from a recipe file, then flags, then keyword overrides (later wins).
+
+    Args:
+        argv (`list[str]`, *optional*): Flags as on the command line (may include `--recipe FILE`).
+        recipe (`str`, *optional*): Recipe file (YAML or JSON), used when `argv` names none.
+        overrides (`dict`, *optional*): Field values applied last.
+        cls (`type`, *optional*): The config dataclass; defaults to `SpawnJoinSFTConfig`.
+
+    Returns:
+        The configuration.
+    """
+    parser = argparse.ArgumentParser(prog="spawnjoin-train")
+    parser.add_argument("--recipe", default=recipe)
+    add_config_arguments(parser, cls)
+    ns = vars(parser.parse_args(argv or []))
+    return config_from(ns.pop("recipe"), ns, overrides, cls)
+
+
+def config_from(recipe: str | None, flags: dict[str, Any], overrides: dict[str, Any] | None = None,
+                cls: type | None = None) -> Any:
+    """Merge a recipe file, flags and overrides (later wins) into a config dataclass, rejecting unknown keys."""
+    if cls is None:
+        from .sft_config import SpawnJoinSFTConfig as cls
+    values: dict[str, Any] = {}
+    if recipe:
+        import yaml
+
+        values.update(yaml.safe_load(Path(recipe).read_text()) or {})
+    values.update(flags)
+    values.update(overrides or {})
+    known = {f.name for f in _config_fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown} (from {recipe or 'flags'})")
+    return cls(**values)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the `sft` subcommand.
+
+    Args:
+        subparsers (`argparse._SubParsersAction`): The CLI's subparsers.
+
+    Returns:
+        `argparse.ArgumentParser`: The new subparser.
+    """
+    p = subparsers.add_parser("sft", help="supervised fine-tuning on thread-call demonstrations (TRL SFTTrainer)")
+    p.add_argument("--recipe", help="recipe file (YAML): config fields; flags given here override it")
+    add_config_arguments(p)
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `spawnjoin-train sft` with parsed arguments.
+
+    Args:
+        args (`argparse.Namespace`): Parsed arguments.
+
+    Returns:
+        `int`: Exit status.
+    """
+    known = {f.name for f in _config_fields()}
+    flags = {k: v for k, v in vars(args).items() if k in known}
+    cfg = config_from(args.recipe, flags)
+    if cfg.num_threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(cfg.num_threads))
+    train(cfg)
+    return 0
