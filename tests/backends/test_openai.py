@@ -26,7 +26,7 @@ def server():
 
 def backend_for(server: FaultServer, **kwargs) -> OpenAICompletions:
     kwargs.setdefault("retry", FAST)
-    kwargs.setdefault("read_timeout", 0.3)
+    kwargs.setdefault("read_timeout", 0.8)  # below the 1 s stall fault, above scheduling noise
     return OpenAICompletions(server.url + "/v1", **kwargs)
 
 

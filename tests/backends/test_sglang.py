@@ -22,7 +22,7 @@ def server():
 
 def backend_for(server: SGLangServer, **kwargs) -> SGLangBackend:
     kwargs.setdefault("retry", FAST)
-    kwargs.setdefault("read_timeout", 0.3)
+    kwargs.setdefault("read_timeout", 0.8)  # below the 1 s stall fault, above scheduling noise
     return SGLangBackend(server.url, **kwargs)
 
 
