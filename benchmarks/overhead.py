@@ -170,7 +170,11 @@ async def bench(args: argparse.Namespace, url: str, model: str | None, vllm: boo
     recorded: dict[str, dict[str, Any]] = {}
 
     # Recording run: the bodies spawnjoin sends, and the thread tree they form.
-    async with ScriptedCompletions(url, model, script=steer, record=recorded) as recorder:
+    # Generous connect timeouts on both sides: on a shared machine the server may wait long for a CPU, and
+    # spawnjoin's /tokenize calls are not retried (a failed one would fail its thread).
+    async with ScriptedCompletions(
+        url, model, script=steer, record=recorded, connect_timeout=60.0
+    ) as recorder:
         result = await spawnjoin.solve(ROOT_PROMPT, backend=recorder, dialect="apr", budget=budget)
     if result.status != "done" or result.metrics.threads != threads:
         raise SystemExit(
@@ -187,9 +191,11 @@ async def bench(args: argparse.Namespace, url: str, model: str | None, vllm: boo
         f"{result.metrics.total_tokens} tokens per solve (APR, width {args.width}, depth {args.depth})"
     )
 
-    backend = ScriptedCompletions(url, model, script=steer, count=not args.no_count_tokens)
+    backend = ScriptedCompletions(
+        url, model, script=steer, count=not args.no_count_tokens, connect_timeout=60.0
+    )
     client = openai.AsyncOpenAI(
-        base_url=backend.base_url, api_key="EMPTY", max_retries=0, timeout=openai.Timeout(600.0, connect=10.0)
+        base_url=backend.base_url, api_key="EMPTY", max_retries=0, timeout=openai.Timeout(600.0, connect=60.0)
     )
     # Warm-ups: connections, model discovery, the server's caches; the raw replay's texts are checked once.
     await run_spawnjoin(backend, args.solves, budget, threads)
