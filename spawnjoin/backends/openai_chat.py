@@ -16,6 +16,7 @@ resumed and fails with a clear, non-retryable error (one that broke before any t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from spawnjoin._exceptions import BackendError, ConfigError
@@ -142,8 +143,10 @@ class OpenAIChat(OpenAICompletions):
                 'yours does). With a hosted chat API use PromptedDialect(continuation="user_turn"), which '
                 "hands results back as a new user turn."
             )
-        async for item in super().stream(request):
-            yield item
+        # aclosing: closing this stream closes the retry loop and the HTTP stream at once, not at GC time.
+        async with aclosing(super().stream(request)) as items:  # type: ignore[type-var]
+            async for item in items:
+                yield item
 
     async def count_tokens(self, text: str) -> int | None:
         """Tokens of the prompt the server renders for the ChatML context `text` (vLLM's ``/tokenize`` with
