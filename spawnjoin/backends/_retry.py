@@ -231,3 +231,24 @@ async def guarded(
                     f"no data for {read_timeout:g} s on request {request_id!r}", request_id=request_id
                 ) from None
             yield item
+
+
+def timed_retrying_stream(
+    request: GenerationRequest,
+    attempt: Attempt,
+    policy: RetryPolicy,
+    *,
+    read_timeout: float | None,
+    timeout: float,
+) -> AsyncIterator[Chunk | Finish]:
+    """`retrying_stream` whose attempts are `guarded` by a read timeout and one deadline `timeout` s away.
+
+    The stream is returned, not re-yielded, so closing it closes the retry loop and the HTTP stream at once.
+    """
+    deadline = time.monotonic() + timeout
+
+    def guarded_attempt(current: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
+        return guarded(attempt(current), read_timeout=read_timeout, deadline=deadline,
+                       request_id=request.request_id)
+
+    return retrying_stream(request, guarded_attempt, policy, deadline=deadline)

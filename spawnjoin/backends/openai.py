@@ -42,7 +42,7 @@ from spawnjoin._exceptions import (
     Timeout,
 )
 from spawnjoin.backends._limits import Limiter
-from spawnjoin.backends._retry import RetryPolicy, guarded, retrying_stream
+from spawnjoin.backends._retry import RetryPolicy, timed_retrying_stream
 from spawnjoin.backends.base import Backend, Capabilities, Chunk, Finish, FinishReason, GenerationRequest
 
 __all__ = ["OpenAICompletions"]
@@ -389,18 +389,9 @@ class OpenAICompletions(Backend):
         yield Finish(finish[0], finish[1], prompt_tokens, completion_tokens, cached)
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
-        deadline = time.monotonic() + self._deadline
-
-        def attempt(current: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
-            return guarded(
-                self._attempt(current),
-                read_timeout=self._read_timeout,
-                deadline=deadline,
-                request_id=request.request_id,
-            )
-
-        # Returned, not re-yielded: closing the stream closes the retry loop and the HTTP stream at once.
-        return retrying_stream(request, attempt, self.retry, deadline=deadline)
+        return timed_retrying_stream(
+            request, self._attempt, self.retry, read_timeout=self._read_timeout, timeout=self._deadline
+        )
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -14,7 +14,6 @@ prefix hits) becomes `Finish.cached_tokens`.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,7 +35,7 @@ from spawnjoin._exceptions import (
     Timeout,
 )
 from spawnjoin.backends._limits import Limiter
-from spawnjoin.backends._retry import RetryPolicy, guarded, retrying_stream
+from spawnjoin.backends._retry import RetryPolicy, timed_retrying_stream
 from spawnjoin.backends.base import Backend, Capabilities, Chunk, Finish, GenerationRequest
 from spawnjoin.backends.openai import parse_retry_after
 
@@ -238,18 +237,9 @@ class SGLangBackend(Backend):
         )
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
-        deadline = time.monotonic() + self._deadline
-
-        def attempt(current: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
-            return guarded(
-                self._attempt(current),
-                read_timeout=self._read_timeout,
-                deadline=deadline,
-                request_id=request.request_id,
-            )
-
-        # Returned, not re-yielded: closing the stream closes the retry loop and the HTTP stream at once.
-        return retrying_stream(request, attempt, self.retry, deadline=deadline)
+        return timed_retrying_stream(
+            request, self._attempt, self.retry, read_timeout=self._read_timeout, timeout=self._deadline
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
