@@ -221,6 +221,7 @@ class Batch:
     """One batch of concurrent solves."""
 
     seconds: float
+    cpu: float
     done: int
     wrong: list[str]
     tokens: int
@@ -228,11 +229,11 @@ class Batch:
 
 
 async def run_batch(backend: OpenAICompletions, solves: int, threads: int, budget: Budget) -> Batch:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     results = await asyncio.gather(
         *(spawnjoin.solve(ROOT_PROMPT, backend=backend, dialect="apr", budget=budget) for _ in range(solves))
     )
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     wrong = [
         f"{r.status} threads={r.metrics.threads} {r.error or ''}"
         for r in results
@@ -242,7 +243,7 @@ async def run_batch(backend: OpenAICompletions, solves: int, threads: int, budge
     done = len(results) - len(wrong)
     del results  # traces are dropped here: what stays in memory after a batch is spawnjoin's own
     gc.collect()
-    return Batch(seconds, done, wrong, tokens, rss_bytes())
+    return Batch(seconds, cpu, done, wrong, tokens, rss_bytes())
 
 
 async def soak(args: argparse.Namespace, url: str, threads: int) -> int:
@@ -265,7 +266,7 @@ async def soak(args: argparse.Namespace, url: str, threads: int) -> int:
         print(
             f"batch {n + 1}: {batch.done}/{args.solves} solves ok in {batch.seconds:.1f} s "
             f"({args.solves / batch.seconds:.1f} solves/s, {batch.tokens / batch.seconds:,.0f} tokens/s), "
-            f"RSS after {batch.rss_after / 2**20:.1f} MiB",
+            f"client CPU {batch.cpu:.1f} s, RSS after {batch.rss_after / 2**20:.1f} MiB",
             flush=True,
         )
         for line in batch.wrong[:3]:

@@ -24,6 +24,7 @@ from spawnjoin.backends.base import (
 )
 from spawnjoin.backends.multi import MultiBackend
 from spawnjoin.backends.openai import OpenAICompletions
+from spawnjoin.backends.openai_chat import OpenAIChat
 from spawnjoin.backends.scripted import ScriptedBackend
 from spawnjoin.backends.sglang import SGLangBackend
 
@@ -38,6 +39,7 @@ __all__ = [
     "Finish",
     "GenerationRequest",
     "MultiBackend",
+    "OpenAIChat",
     "OpenAICompletions",
     "RetryPolicy",
     "SGLangBackend",

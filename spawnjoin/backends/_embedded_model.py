@@ -30,7 +30,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 def resolve_model_dir(model: str | Path | None, default: str) -> Path:
     """The model directory to load: `model`, or the shipped model named `default`; checks its files."""
     if model is None:
-        path = Path(str(resources.files("spawnjoin").joinpath("models", default)))
+        path = Path(str(resources.files("spawnjoin").joinpath("models").joinpath(default)))
         if not (path / "config.json").is_file():
             raise ConfigError(
                 f"the default model is not installed (expected it in {path}; training exports it there: "

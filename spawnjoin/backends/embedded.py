@@ -337,7 +337,7 @@ class EmbeddedBackend(Backend):
             if self._torch_threads is not None:
                 torch.set_num_threads(self._torch_threads)
             try:
-                model = AutoModelForCausalLM.from_pretrained(
+                model: Any = AutoModelForCausalLM.from_pretrained(
                     self.path, local_files_only=True, dtype=getattr(torch, self._dtype)
                 )
             except (OSError, ValueError) as exc:

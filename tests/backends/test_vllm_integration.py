@@ -214,12 +214,16 @@ async def _running_requests() -> float:
 
 
 async def test_cancelling_the_consumer_aborts_on_the_engine(vllm: OpenAICompletions) -> None:
+    first = asyncio.Event()
+
     async def consume() -> None:
         async for _ in vllm.stream(make_request("x", max_tokens=1900)):
-            pass
+            first.set()
+            await asyncio.sleep(0.05)  # a slow consumer keeps the request running on the engine
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(1.0)
+    # Cancel as soon as tokens flow (not after a fixed delay: a fast machine finishes 1,900 tokens in ~1 s).
+    await asyncio.wait_for(first.wait(), timeout=60)
     assert await _running_requests() == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
