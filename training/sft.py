@@ -367,6 +367,22 @@ def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> l
 # --------------------------------------------------------------------------------------------------- train
 
 
+_VARLEN_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx")
+
+
+def _causal_row(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Turn a padding-free packed batch into one plain causal row: positions 0..n-1, no sequence boundaries.
+
+    Labels still skip each call's first token (TRL masks them), so no call is trained to predict across a seam.
+    """
+    import torch
+
+    pos = inputs["position_ids"]
+    out = {k: v for k, v in inputs.items() if k not in _VARLEN_KEYS}
+    out["position_ids"] = torch.arange(pos.shape[-1], device=pos.device).expand_as(pos)
+    return out
+
+
 def _trainer_class() -> type:
     """`SFTTrainer` with bf16 autocast around the loss on a CPU.
 
@@ -377,10 +393,12 @@ def _trainer_class() -> type:
     from trl import SFTTrainer
 
     class CPUAutocastSFTTrainer(SFTTrainer):
-        def compute_loss(self, *args, **kwargs):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if getattr(self.args, "packed_attention", "isolated") == "causal" and "position_ids" in inputs:
+                inputs = _causal_row(inputs)
             enabled = bool(self.args.bf16) and self.args.use_cpu
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-                return super().compute_loss(*args, **kwargs)
+                return super().compute_loss(model, inputs, *args, **kwargs)
 
     return CPUAutocastSFTTrainer
 

@@ -49,6 +49,10 @@ class SpawnJoinSFTConfig(SFTConfig):
             token, prompts included, as the APR paper did.
         data_seed_offset (`int`, *optional*, defaults to `0`):
             Added to `seed` for the data mix and the warm-up corpus.
+        packed_attention (`str`, *optional*, defaults to `"isolated"`):
+            `"isolated"`: packed calls attend only to themselves (block-diagonal mask from position ids, as at
+            inference). `"causal"`: plain causal attention over the whole packed row, as in LM pre-training; on a
+            CPU SDPA then takes its fused causal kernel instead of an explicit mask, about 1.6x the tokens/s.
 
         > CPU and checkpoints
 
@@ -107,6 +111,11 @@ class SpawnJoinSFTConfig(SFTConfig):
                   "choices": ["completion", "all"]},
     )
     data_seed_offset: int = field(default=0, metadata={"help": "Added to `seed` for the data mix."})
+    packed_attention: str = field(
+        default="isolated",
+        metadata={"help": "'isolated' (calls attend only to themselves) or 'causal' (across the packed row, faster).",
+                  "choices": ["isolated", "causal"]},
+    )
 
     # CPU and checkpoints
     num_threads: int | None = field(default=None, metadata={"help": "Torch intra-op threads."})
@@ -169,6 +178,8 @@ class SpawnJoinSFTConfig(SFTConfig):
             raise ValueError("train_weights must be non-negative.")
         if self.loss_on not in ("completion", "all"):
             raise ValueError(f"loss_on must be 'completion' or 'all', not {self.loss_on!r}.")
+        if self.packed_attention not in ("isolated", "causal"):
+            raise ValueError(f"packed_attention must be 'isolated' or 'causal', not {self.packed_attention!r}.")
         if self.export_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"export_dtype must be 'float32' or 'bfloat16', not {self.export_dtype!r}.")
         if self.packing and self.per_device_train_batch_size != 1 and self.use_cpu:

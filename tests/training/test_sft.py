@@ -113,3 +113,47 @@ def test_sft_loss_decreases_and_saves(tmp_path, data_dir):
         assert (final / name).exists()
         assert (tmp_path / "export" / name).exists()
     assert any("tokens_per_second" in e for e in state["log_history"])
+
+
+def test_causal_packing_attends_across_calls_isolated_does_not():
+    """`packed_attention="causal"` turns a padding-free packed row into one causal row; the isolated default keeps
+    each call to itself. The first call's logits are the same either way; the second call's differ."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from training.sft import _causal_row
+
+    inputs = {
+        "input_ids": torch.tensor([[5, 6, 7, 8, 9, 10]]),
+        "labels": torch.tensor([[-100, 6, 7, -100, 9, 10]]),
+        "position_ids": torch.tensor([[0, 1, 2, 0, 1, 2]]),
+        "cu_seq_lens_q": torch.tensor([0, 3, 6], dtype=torch.int32),
+        "cu_seq_lens_k": torch.tensor([0, 3, 6], dtype=torch.int32),
+        "max_length_q": 3,
+        "max_length_k": 3,
+        "seq_idx": torch.tensor([[0, 0, 0, 1, 1, 1]], dtype=torch.int32),
+    }
+    row = _causal_row(inputs)
+    assert row["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5]]
+    assert not {"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx"} & set(row)
+    assert row["labels"].tolist() == inputs["labels"].tolist()  # no call learns to predict across a seam
+    assert inputs["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2]]  # the caller's batch is left alone
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=4,
+                                         max_position_embeddings=64)).eval()
+    with torch.no_grad():
+        # use_cache=False as in training: transformers reads packing from position ids only without a cache.
+        isolated = model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"], use_cache=False).logits
+        causal = model(input_ids=row["input_ids"], position_ids=row["position_ids"], use_cache=False).logits
+        second_alone = model(input_ids=inputs["input_ids"][:, 3:], use_cache=False).logits
+    assert torch.allclose(isolated[:, :3], causal[:, :3], atol=1e-5)
+    assert torch.allclose(isolated[:, 3:], second_alone, atol=1e-5)  # isolated: as if the call were alone
+    assert not torch.allclose(causal[:, 3:], second_alone, atol=1e-3)  # causal: it sees the call before it
+
+
+def test_packed_attention_is_validated(tmp_path):
+    cfg = load_config(overrides={"output_dir": str(tmp_path), "packed_attention": "causal"})
+    assert cfg.packed_attention == "causal"
+    with pytest.raises(ValueError, match="packed_attention"):
+        load_config(overrides={"output_dir": str(tmp_path), "packed_attention": "sideways"})
