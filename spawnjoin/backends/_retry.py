@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import cast
+from typing import TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_any
@@ -34,7 +34,17 @@ from spawnjoin._constants import (
 from spawnjoin._exceptions import BackendError, RateLimited, ServerError, Timeout
 from spawnjoin.backends.base import Chunk, Finish, GenerationRequest
 
-__all__ = ["RetryPolicy", "should_retry", "retry_delay", "resume_request", "retrying_stream", "guarded"]
+T = TypeVar("T")
+
+__all__ = [
+    "RetryPolicy",
+    "guarded",
+    "resume_request",
+    "retry_delay",
+    "retrying_call",
+    "retrying_stream",
+    "should_retry",
+]
 
 Attempt = Callable[[GenerationRequest], AsyncIterator["Chunk | Finish"]]
 
@@ -116,6 +126,30 @@ def _merge_finish(finish: Finish, tokens_before: int) -> Finish:
     if cached is not None and prompt is not None:
         cached = min(cached, prompt)
     return Finish(finish.reason, finish.matched_stop, prompt, completion, cached)
+
+
+async def retrying_call(
+    call: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], object] = asyncio.sleep,
+) -> T:
+    """Await `call()` (a unary request such as ``/tokenize``), retrying retryable errors as streams do.
+
+    Args:
+        call: Makes one attempt.
+        policy: Retry settings (the same backoff and Retry-After handling as `retrying_stream`).
+        sleep: Awaitable sleep (tests pass a fake one).
+    """
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.max_retries + 1),
+        wait=lambda state: retry_delay(state.outcome.exception() if state.outcome else None,
+                                       state.attempt_number - 1, policy),
+        retry=retry_if_exception(should_retry),
+        sleep=sleep,  # type: ignore[arg-type]
+        reraise=True,
+    )
+    return await retrying(call)
 
 
 async def retrying_stream(

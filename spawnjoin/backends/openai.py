@@ -42,7 +42,7 @@ from spawnjoin._exceptions import (
     Timeout,
 )
 from spawnjoin.backends._limits import Limiter
-from spawnjoin.backends._retry import RetryPolicy, timed_retrying_stream
+from spawnjoin.backends._retry import RetryPolicy, retrying_call, timed_retrying_stream
 from spawnjoin.backends.base import Backend, Capabilities, Chunk, Finish, FinishReason, GenerationRequest
 
 __all__ = ["OpenAICompletions"]
@@ -225,8 +225,12 @@ class OpenAICompletions(Backend):
     async def _models(self) -> dict[str, dict[str, Any]]:
         """Served models by id, with their extra fields (``max_model_len``, ``owned_by``); asked once."""
         if self._served is None:
-            async with self._edge():
-                page = await self._client.models.list()
+
+            async def attempt() -> Any:
+                async with self._edge():
+                    return await self._client.models.list()
+
+            page = await retrying_call(attempt, self.retry)
             self._served = {m.id: {"owned_by": m.owned_by, **(m.model_extra or {})} for m in page.data}
         return self._served
 
@@ -261,13 +265,15 @@ class OpenAICompletions(Backend):
         if self._tokenize_ok is False:
             return None
         body = {"model": await self._model(), **fields}
-        try:
+
+        async def attempt() -> object:
             # A request like any other: under load, thousands of uncapped /tokenize calls would pile up in
-            # the HTTP connection pool and time out while connecting.
+            # the HTTP connection pool and time out while connecting. 429/5xx and timeouts are retried.
             async with self._limiter.slot(), self._edge():
-                data = await self._client.post(
-                    _root_url(self.base_url) + "/tokenize", cast_to=object, body=body
-                )
+                return await self._client.post(_root_url(self.base_url) + "/tokenize", cast_to=object, body=body)
+
+        try:
+            data = await retrying_call(attempt, self.retry)
         except BackendError as exc:
             if exc.status in (404, 405, 501) or (exc.status == 400 and self._tokenize_ok is None):
                 self._tokenize_ok = False

@@ -91,6 +91,16 @@ async def test_context_window_and_tokenizer(server: FaultServer) -> None:
         await collect(backend, make_request("a b c d", max_tokens=8))
 
 
+async def test_tokenize_retries_server_errors(server: FaultServer) -> None:
+    server.tokenize_faults.extend([503, 502])
+    backend = backend_for(server)
+    assert await backend.count_tokens("one two three") == 3  # third attempt
+    assert not server.tokenize_faults
+    server.tokenize_faults.extend([500] * 10)
+    with pytest.raises(ServerError):  # FAST allows a few retries, then the error surfaces
+        await backend_for(server).count_tokens("one two")
+
+
 async def test_count_tokens_is_none_without_tokenize_endpoint() -> None:
     with FaultServer() as srv:
         srv.tokenize = False

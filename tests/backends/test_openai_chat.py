@@ -44,7 +44,7 @@ def server():
 
 def chat_for(server: FaultServer, **kwargs) -> OpenAIChat:
     kwargs.setdefault("retry", FAST)
-    kwargs.setdefault("read_timeout", 0.3)
+    kwargs.setdefault("read_timeout", 0.8)  # below the 1 s stall fault, above scheduling noise
     return OpenAIChat(server.url + "/v1", **kwargs)
 
 

@@ -84,6 +84,10 @@ class _CompletionsHandler(Handler):
         body = self.read_json()
         owner = self.owner
         if self.path == "/tokenize" and owner.tokenize:
+            if owner.tokenize_faults:
+                status = owner.tokenize_faults.popleft()
+                self.send_json(status, _error(f"injected {status}", status))
+                return
             text = _chat_prompt(body) if "messages" in body else body.get("prompt", "")
             ids = owner.vocab_ids(text or "")
             self.send_json(200, {"count": len(ids), "max_model_len": owner.max_model_len, "tokens": ids})
@@ -313,6 +317,8 @@ class FaultServer(ServerThread):
         self.requests: list[dict[str, Any]] = []
         self.tokenize = True
         """Serve vLLM's ``/tokenize`` (False: 404, as a hosted API)."""
+        self.tokenize_faults: collections.deque[int] = collections.deque()
+        """Statuses the next ``/tokenize`` requests fail with, one each."""
 
     def vocab_ids(self, text: str) -> list[int]:
         return [hash(t) % 50000 for t in tokenize(text)]
