@@ -31,6 +31,19 @@ def row(report: dict) -> str:
     )
 
 
+def _common(report: dict, reports: list[dict]) -> dict:
+    """`report` restricted to the problems every report finished (a time limit can leave some unstarted)."""
+    import statistics
+
+    shared = set.intersection(*({r["problem"] for r in rep["results"]} for rep in reports))
+    rows = [r for r in report["results"] if r["problem"] in shared]
+    mean = (lambda key: statistics.fmean(r[key] for r in rows)) if rows else (lambda key: 0.0)
+    return {"name": report["name"], "problems": len(rows),
+            "accuracy": mean("correct"), "mean_total_tokens": mean("total_tokens"),
+            "mean_sequential_tokens": mean("sequential_tokens"), "mean_threads": mean("threads"),
+            "mean_latency_s": mean("latency")}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--apr", default=str(SHIPPED), help="APR model directory (default: the shipped one)")
@@ -38,7 +51,13 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="held-out test problems")
     parser.add_argument("--numbers", type=int, default=4, choices=(3, 4))
     parser.add_argument("--context-window", type=int, default=1024)
-    parser.add_argument("--out", default="runs/speedup", help="reports and plots go here")
+    parser.add_argument("--max-threads", type=int, default=16, help="APR thread budget per problem")
+    parser.add_argument("--max-total-tokens", type=int, default=8192, help="APR token budget per problem")
+    parser.add_argument("--concurrency", type=int, default=16, help="solves in flight (the engine batches them)")
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch threads of the embedded engine")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="seconds per model after which no new problem starts (the report counts skipped ones)")
+    parser.add_argument("--out", default="runs/speedup", help="reports, traces and plots go here")
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -47,11 +66,17 @@ async def main() -> None:
         if model is None:
             continue
         cfg = EvalConfig(model=model, name=name, n=args.n, numbers=args.numbers,
-                         context_window=args.context_window, out=str(out / f"{name}.json"))
+                         context_window=args.context_window, max_threads=args.max_threads,
+                         max_total_tokens=args.max_total_tokens, concurrency=args.concurrency,
+                         torch_threads=args.torch_threads, time_limit=args.time_limit,
+                         out=str(out / f"{name}.json"), traces_dir=str(out / f"traces-{name}"))
         reports.append(await evaluate(cfg))
         print(row(reports[-1]), flush=True)
     if len(reports) == 2:
-        apr, sos = reports
+        apr, sos = (_common(r, reports) for r in reports)
+        print(f"side by side on the {apr['problems']} problems both models finished:")
+        print(row(apr))
+        print(row(sos))
         print(f"accuracy difference (APR - SoS+): {100 * (apr['accuracy'] - sos['accuracy']):+.1f} points")
         if apr["mean_latency_s"]:
             print(f"latency ratio SoS+/APR: {sos['mean_latency_s'] / apr['mean_latency_s']:.2f}")
