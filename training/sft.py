@@ -357,6 +357,9 @@ def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> l
             if logs is not None and "learning_rate" in logs and state.global_step >= args.get_warmup_steps(
                     state.max_steps):
                 logs["learning_rate"] = args.learning_rate * self.rate()
+                # The history already holds a copy with the step schedule's rate; record the one applied.
+                if state.log_history and state.log_history[-1].get("step") == state.global_step:
+                    state.log_history[-1]["learning_rate"] = logs["learning_rate"]
 
     callbacks = [TimedSave(), Throughput(), Export()]
     if cfg.lr_schedule_by_time and deadline is not None:
