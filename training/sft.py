@@ -282,6 +282,16 @@ def _deadline(stop_at: str | None) -> float | None:
     return float(stop_at)
 
 
+def _amend_history(state: Any, logs: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Copy `keys` of `logs` into the newest `state.log_history` entry.
+
+    Trainer appends a copy of `logs` to the history before calling `on_log`, so a callback that changes `logs`
+    must change that copy too.
+    """
+    if state.log_history and state.log_history[-1].get("step") == state.global_step:
+        state.log_history[-1].update({k: logs[k] for k in keys if k in logs})
+
+
 def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> list[Any]:
     from transformers import TrainerCallback
 
@@ -320,10 +330,7 @@ def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> l
                 logs["tokens_per_second"] = round((seen - self.seen) / (now - self.t), 1)
             logs["elapsed_minutes"] = round((now - self.t0) / 60, 2)
             self.t, self.seen = now, seen
-            # Trainer appended a copy of `logs` to the history before calling back; keep both in step.
-            if state.log_history and state.log_history[-1].get("step") == state.global_step:
-                state.log_history[-1].update({k: logs[k] for k in ("tokens_per_second", "elapsed_minutes")
-                                              if k in logs})
+            _amend_history(state, logs, ("tokens_per_second", "elapsed_minutes"))
 
     class Export(TrainerCallback):
         """Write an inference-ready copy to `export_dir` at every checkpoint."""
@@ -357,9 +364,7 @@ def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> l
             if logs is not None and "learning_rate" in logs and state.global_step >= args.get_warmup_steps(
                     state.max_steps):
                 logs["learning_rate"] = args.learning_rate * self.rate()
-                # The history already holds a copy with the step schedule's rate; record the one applied.
-                if state.log_history and state.log_history[-1].get("step") == state.global_step:
-                    state.log_history[-1]["learning_rate"] = logs["learning_rate"]
+                _amend_history(state, logs, ("learning_rate",))
 
     callbacks = [TimedSave(), Throughput(), Export()]
     if cfg.lr_schedule_by_time and deadline is not None:

@@ -128,6 +128,16 @@ def _merge_finish(finish: Finish, tokens_before: int) -> Finish:
     return Finish(finish.reason, finish.matched_stop, prompt, completion, cached)
 
 
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    """tenacity's wait: `retry_delay` for the error the last attempt failed with."""
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return retry_delay(exc, state.attempt_number - 1, policy)
+
+    return wait
+
+
 async def retrying_call(
     call: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
@@ -143,8 +153,7 @@ async def retrying_call(
     """
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_retries + 1),
-        wait=lambda state: retry_delay(state.outcome.exception() if state.outcome else None,
-                                       state.attempt_number - 1, policy),
+        wait=_wait(policy),
         retry=retry_if_exception(should_retry),
         sleep=sleep,  # type: ignore[arg-type]
         reraise=True,
@@ -176,10 +185,6 @@ async def retrying_stream(
     received: list[str] = []
     tokens = 0
 
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        return retry_delay(exc, state.attempt_number - 1, policy)
-
     class PastDeadline(stop_base):
         def __call__(self, state: RetryCallState) -> bool:
             return deadline is not None and clock() + state.upcoming_sleep >= deadline
@@ -200,7 +205,7 @@ async def retrying_stream(
 
     retrying = AsyncRetrying(
         stop=stop_any(stop_after_attempt(policy.max_retries + 1), PastDeadline()),
-        wait=wait,
+        wait=_wait(policy),
         retry=retry_if_exception(should_retry),
         sleep=sleep,  # type: ignore[arg-type]
         retry_error_callback=give_up,
