@@ -21,7 +21,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -71,6 +71,9 @@ class DataConfig(BaseModel):
     beam: BeamRange = Field(default=BeamRange(low=1, high=5), description="Root beam size range.")
     sub_beam: BeamRange = Field(default=BeamRange(low=1, high=5), description="Child beam range (>= root beam).")
     spawn_prob: float = Field(default=0.9, ge=0, le=1, description="APR: probability of spawning when possible.")
+    spawn_order: Literal["heuristic", "generated"] = Field(
+        default="heuristic", description="APR: order of sub searches in a spawn block (heuristic rank or #0,0, #0,1...)."
+    )
     sub_search_prob: float = Field(default=0.5, ge=0, le=1, description="SoS+: probability of a sub-search.")
     sub_call_budget: bool = Field(default=False, description="APR: prefix root prompts with 'Sub Call Budget: N '.")
     token_budget: bool = Field(default=False, description="SoS+: prefix prompts with 'Token Budget: B '.")
@@ -109,7 +112,7 @@ def iter_trees(cfg: DataConfig) -> Iterator[TraceTree]:
         if cfg.style == "apr":
             tree = apr(
                 problem, beam_size=beam, sub_call_beam_size=cfg.sub_beam.draw(rng, beam), spawn_prob=cfg.spawn_prob,
-                sub_call_budget=cfg.sub_call_budget, rng=rng,
+                spawn_order=cfg.spawn_order, sub_call_budget=cfg.sub_call_budget, rng=rng,
             )
         else:
             tree = sos_plus(problem, beam_size=beam, sub_search_prob=cfg.sub_search_prob, rng=rng)
@@ -248,6 +251,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--sub-beam", type=BeamRange.parse, default=BeamRange(low=1, high=5),
                    help="child beam, N or MIN-MAX, drawn at least as large as the root beam (APR)")
     p.add_argument("--spawn-prob", type=float, default=0.9, help="probability of spawning when possible (APR)")
+    p.add_argument("--spawn-order", default="heuristic", choices=("heuristic", "generated"),
+                   help="order of sub searches in a spawn block: heuristic rank (reference) or #0,0, #0,1, ... (APR)")
     p.add_argument("--sub-search-prob", type=float, default=0.5, help="probability of a sub-search (SoS+)")
     p.add_argument("--sub-call-budget", action="store_true", help="prefix root prompts with 'Sub Call Budget: N '")
     p.add_argument("--token-budget", action="store_true", help="prefix SoS+ prompts with 'Token Budget: B '")

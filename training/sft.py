@@ -6,8 +6,10 @@ text the model writes at inference. The prompt is the problem (random numbers, u
 rebuilt by the runtime, or a parent's earlier text plus the join block the runtime injects; training on it would
 spend capacity predicting noise and learn the parent's first call twice. `loss_on="all"` reproduces the APR paper.
 
-Sequences are packed padding-free into rows of `max_length` tokens with their own position ids, so calls never
-attend to each other (SDPA builds a block-diagonal mask from the position ids).
+Sequences are packed into rows of `max_length` tokens. With `packed_attention="isolated"` TRL packs them
+padding-free with their own position ids, so calls never attend to each other (SDPA builds a block-diagonal mask
+from the position ids). With `"causal"` they are packed here and each row trains as one causal sequence, several
+rows per micro-batch.
 
 The data mix is one or more `spawnjoin-train data` outputs plus an optional arithmetic warm-up corpus: lines
 `x op y=z` taken from the symbolic searches (so operands follow the traces' distribution) and written exactly as
@@ -375,20 +377,36 @@ def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> l
 # --------------------------------------------------------------------------------------------------- train
 
 
-_VARLEN_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx")
 
 
-def _causal_row(inputs: dict[str, Any]) -> dict[str, Any]:
-    """Turn a padding-free packed batch into one plain causal row: positions 0..n-1, no sequence boundaries.
+def pack_causal_rows(dataset: Dataset, max_length: int, pad_token_id: int) -> Dataset:
+    """Pack calls best-fit-decreasing into rows of exactly `max_length` tokens that train as plain causal rows.
 
-    Labels still skip each call's first token (TRL masks them), so no call is trained to predict across a seam.
+    TRL packs padding-free: a batch becomes one flattened sequence, so more than one row per micro-batch would
+    make a causal row `batch * max_length` long. Packing here instead, and training with `packing=False`, gives
+    the collator whole rows for a `[batch, max_length]` tensor with positions `0..n-1` per row. Each row is filled
+    up with `pad_token_id` (no loss, and nothing after it reads it), so the batch needs no padding mask and SDPA
+    keeps its fused causal kernel.
+
+    Args:
+        dataset (`Dataset`): Columns `input_ids` and `completion_mask`, one call per row.
+        max_length (`int`): Row length; a longer call is truncated, as TRL's `bfd` strategy does.
+        pad_token_id (`int`): Filler token.
+
+    Returns:
+        `Dataset`: Columns `input_ids` and `completion_mask`, several calls per row, every row `max_length` long.
     """
-    import torch
+    from trl.data_utils import pack_dataset
 
-    pos = inputs["position_ids"]
-    out = {k: v for k, v in inputs.items() if k not in _VARLEN_KEYS}
-    out["position_ids"] = torch.arange(pos.shape[-1], device=pos.device).expand_as(pos)
-    return out
+    packed = pack_dataset(dataset, max_length, strategy="bfd")
+    packed = packed.remove_columns([c for c in packed.column_names if c not in ("input_ids", "completion_mask")])
+
+    def fill(batch: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
+        ids = [row + [pad_token_id] * (max_length - len(row)) for row in batch["input_ids"]]
+        masks = [row + [0] * (max_length - len(row)) for row in batch["completion_mask"]]
+        return {"input_ids": ids, "completion_mask": masks}
+
+    return packed.map(fill, batched=True)
 
 
 def _trainer_class() -> type:
@@ -402,8 +420,6 @@ def _trainer_class() -> type:
 
     class CPUAutocastSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, *args, **kwargs):
-            if getattr(self.args, "packed_attention", "isolated") == "causal" and "position_ids" in inputs:
-                inputs = _causal_row(inputs)
             enabled = bool(self.args.bf16) and self.args.use_cpu
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
                 return super().compute_loss(model, inputs, *args, **kwargs)
@@ -439,6 +455,9 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
     if not rows and not arith:
         raise ValueError("no training data: set train_files and/or arithmetic_rows")
     dataset = tokenize_rows(rows, arith, tokenizer, seed=data_seed)
+    if cfg.packing and cfg.packed_attention == "causal":
+        dataset = pack_causal_rows(dataset, cfg.max_length, tokenizer.pad_token_id)
+        cfg.packing = cfg.padding_free = False  # rows are packed already; the collator pads them into a batch
     n_tokens = sum(len(x) for x in dataset["input_ids"])
     print(f"[sft] {len(rows)} calls + {len(arith)} arithmetic rows, {n_tokens} tokens", flush=True)
 

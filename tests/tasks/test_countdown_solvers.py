@@ -1,5 +1,6 @@
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -94,6 +95,30 @@ def test_every_sos_trace_verifies(seed, numbers, beam, prob):
     assert sorted(starts) == sorted(exits)
     if prob == 0.0:
         assert not starts
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=seeds, numbers=sizes, beam=st.integers(2, 6))
+def test_spawn_order_generated_lists_nodes_as_written(seed, numbers, beam):
+    """`spawn_order="generated"`: every spawn block names #0,0, #0,1, ... in order; the tree stays consistent."""
+    tree = apr(problem_for(seed, numbers), beam_size=beam, spawn_prob=1.0, spawn_order="generated", seed=seed)
+    check_tree(tree)
+    for call in tree.root.calls[:-1]:
+        block = call.target[call.target.rindex(SPAWN_OPEN):]
+        nodes = re.findall(r"> Moving to Node #0,(\d+)", block)
+        assert nodes == [str(i) for i in range(len(nodes))] and len(nodes) > 1
+
+
+def test_spawn_order_heuristic_ranks_children():
+    """The default keeps the reference solver's order: some spawn block is not in generated order."""
+    orders = []
+    for seed in range(40):
+        tree = apr(problem_for(seed, 4), beam_size=4, spawn_prob=1.0, seed=seed)
+        block = tree.root.calls[0].target
+        orders.append(re.findall(r"> Moving to Node #0,(\d+)", block[block.rindex(SPAWN_OPEN):]))
+    assert any(o != sorted(o) for o in orders)
+    with pytest.raises(ValueError, match="spawn_order"):
+        apr(problem_for(0, 3), spawn_order="random")  # type: ignore[arg-type]
 
 
 def test_symbolic_search_solves_most_problems():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -115,41 +116,59 @@ def test_sft_loss_decreases_and_saves(tmp_path, data_dir):
     assert any("tokens_per_second" in e for e in state["log_history"])
 
 
-def test_causal_packing_attends_across_calls_isolated_does_not():
-    """`packed_attention="causal"` turns a padding-free packed row into one causal row; the isolated default keeps
-    each call to itself. The first call's logits are the same either way; the second call's differ."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def test_pack_causal_rows_keeps_every_call_and_its_mask():
+    """Causal packing puts whole calls side by side in rows of `max_length` tokens, masks aligned."""
+    from datasets import Dataset
 
-    from training.sft import _causal_row
+    from training.sft import pack_causal_rows
 
-    inputs = {
-        "input_ids": torch.tensor([[5, 6, 7, 8, 9, 10]]),
-        "labels": torch.tensor([[-100, 6, 7, -100, 9, 10]]),
-        "position_ids": torch.tensor([[0, 1, 2, 0, 1, 2]]),
-        "cu_seq_lens_q": torch.tensor([0, 3, 6], dtype=torch.int32),
-        "cu_seq_lens_k": torch.tensor([0, 3, 6], dtype=torch.int32),
-        "max_length_q": 3,
-        "max_length_k": 3,
-        "seq_idx": torch.tensor([[0, 0, 0, 1, 1, 1]], dtype=torch.int32),
-    }
-    row = _causal_row(inputs)
-    assert row["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5]]
-    assert not {"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx"} & set(row)
-    assert row["labels"].tolist() == inputs["labels"].tolist()  # no call learns to predict across a seam
-    assert inputs["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2]]  # the caller's batch is left alone
+    # Token ids >= 100 are "completion" tokens, so a misaligned mask is visible.
+    calls = [[1, 2, 3, 100 + i, 101 + i] for i in range(7)] + [[1, 2, 100, 101, 102, 103, 104, 105]]
+    masks = [[int(t >= 100) for t in c] for c in calls]
+    packed = pack_causal_rows(Dataset.from_dict({"input_ids": calls, "completion_mask": masks}), 10, 0)
+    assert set(packed.column_names) == {"input_ids", "completion_mask"}
+    assert all(len(row) == 10 for row in packed["input_ids"])  # filled up: no padding mask needed
+    assert len(packed) < len(calls)  # several calls share a row
+    flat = sorted(t for row in packed["input_ids"] for t in row if t != 0)
+    assert flat == sorted(t for c in calls for t in c)
+    for row, mask in zip(packed["input_ids"], packed["completion_mask"], strict=True):
+        assert mask == [int(t >= 100) for t in row]  # filler (0) and prompts carry no loss
 
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=4,
-                                         max_position_embeddings=64)).eval()
-    with torch.no_grad():
-        # use_cache=False as in training: transformers reads packing from position ids only without a cache.
-        isolated = model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"], use_cache=False).logits
-        causal = model(input_ids=row["input_ids"], position_ids=row["position_ids"], use_cache=False).logits
-        second_alone = model(input_ids=inputs["input_ids"][:, 3:], use_cache=False).logits
-    assert torch.allclose(isolated[:, :3], causal[:, :3], atol=1e-5)
-    assert torch.allclose(isolated[:, 3:], second_alone, atol=1e-5)  # isolated: as if the call were alone
-    assert not torch.allclose(causal[:, 3:], second_alone, atol=1e-3)  # causal: it sees the call before it
+
+def test_causal_sft_trains_whole_rows_as_a_padded_batch(tmp_path, data_dir):
+    """`packed_attention="causal"` with two rows per micro-batch: the model sees `[2, L]` batches with
+    positions from 0 in each row (never one flattened `2L` sequence), and the loss falls."""
+    import training.sft as sft
+
+    shapes: list[tuple[int, ...]] = []
+    original = sft._trainer_class
+
+    def spying_class():
+        base = original()
+
+        class Spy(base):
+            def compute_loss(self, model, inputs, *args, **kwargs):
+                shapes.append(tuple(inputs["input_ids"].shape))
+                assert "position_ids" not in inputs or int(inputs["position_ids"].max()) < 256
+                return super().compute_loss(model, inputs, *args, **kwargs)
+
+        return Spy
+
+    cfg = load_config(overrides={
+        "output_dir": str(tmp_path / "run"), "model_shape": "tiny", "train_files": [str(data_dir)],
+        "max_length": 256, "max_steps": 10, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+        "learning_rate": 3e-3, "warmup_steps": 0, "logging_steps": 1, "num_threads": 1, "save_every_minutes": 0,
+        "packed_attention": "causal",
+    })
+    sft._trainer_class = spying_class
+    try:
+        final = train(cfg)
+    finally:
+        sft._trainer_class = original
+    assert shapes and all(s == (2, 256) for s in shapes)
+    state = json.loads((final / "trainer_state.json").read_text())
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3
 
 
 def test_packed_attention_is_validated(tmp_path):
@@ -187,3 +206,18 @@ def test_time_schedule_sets_and_logs_the_applied_rate(tmp_path, data_dir):
     assert len(rates) == 3
     for rate in rates:  # the step schedule would have logged 1e-3 falling towards 1e-4 instead
         assert rate == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5), rel=0.02)
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).parents[2] / "training" / "recipes").glob("*.yaml")))
+def test_shipped_recipes_parse_and_chain(recipe, monkeypatch):
+    """Every recipe loads; a stage that continues another names a recipe that writes the weights it reads, and
+    every training file is written by one of its own `generate_data` commands."""
+    root = Path(__file__).parents[2]
+    monkeypatch.chdir(root)
+    cfg = load_config(["--recipe", f"training/recipes/{recipe}"])
+    if cfg.model_name_or_path:
+        assert cfg.init_recipe, "a continued stage must say which recipe makes its starting weights"
+        parent = load_config(["--recipe", cfg.init_recipe])
+        assert cfg.model_name_or_path == f"{parent.output_dir}/final"
+    outs = [cmd.split("--out ")[1].split()[0] for cmd in cfg.generate_data or []]
+    assert cfg.train_files and set(cfg.train_files) <= set(outs)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 import random
 from itertools import combinations, permutations
+from typing import Literal
 
 from ._arith import factor_distance_table
 from .format import (
@@ -237,6 +238,10 @@ def _by_h(node: _Node) -> int:
     return node.h
 
 
+def _by_index(node: _Node) -> int:
+    return int(node.idx.rpartition(",")[2])
+
+
 def _rng(rng: random.Random | None, seed: int | None) -> random.Random:
     return rng if rng is not None else random.Random(seed)
 
@@ -317,10 +322,11 @@ def sos_plus(
 
 
 class _AprConfig:
-    __slots__ = ("beam", "prob", "spawn_levels", "sub_beam")
+    __slots__ = ("beam", "by_heuristic", "prob", "spawn_levels", "sub_beam")
 
-    def __init__(self, beam: int, sub_beam: int, prob: float, spawn_levels: int) -> None:
+    def __init__(self, beam: int, sub_beam: int, prob: float, spawn_levels: int, by_heuristic: bool) -> None:
         self.beam, self.sub_beam, self.prob, self.spawn_levels = beam, sub_beam, prob, spawn_levels
+        self.by_heuristic = by_heuristic
 
 
 def _apr_thread(
@@ -357,6 +363,8 @@ def _apr_thread(
                 out.append(s.path(goal, start))
                 break
             if level < cfg.spawn_levels and len(generated) > 1 and s.rng.random() < cfg.prob:
+                if not cfg.by_heuristic:  # spawn in the order the nodes were generated: #0,0, #0,1, ...
+                    generated.sort(key=_by_index)
                 results = []
                 for kid in generated:
                     child, child_goal = _apr_thread(
@@ -405,6 +413,7 @@ def apr(
     sub_call_beam_size: int | None = None,
     spawn_prob: float = 0.9,
     spawn_levels: int = 1,
+    spawn_order: Literal["heuristic", "generated"] = "heuristic",
     sub_call_budget: bool = False,
     rng: random.Random | None = None,
     seed: int | None = None,
@@ -418,6 +427,10 @@ def apr(
         spawn_prob (float): Probability that a spawning-level thread with more than one generated node spawns
             one child per node. Defaults to 0.9 (the released code).
         spawn_levels (int): Threads at levels below this may spawn; 1 (the reference) means only the root.
+        spawn_order (str): Order of the sub searches in a spawn block (and so of the join entries):
+            ``"heuristic"`` (best heuristic first, as the reference solver) or ``"generated"`` (``#0,0``,
+            ``#0,1``, ... as the nodes were written, which a small model can copy without ranking them).
+            Defaults to ``"heuristic"``.
         sub_call_budget (bool): Prefix the root prompt with ``Sub Call Budget: N `` (N = children in the tree).
         rng (random.Random | None): Randomness; wins over ``seed``.
         seed (int | None): Seed for a fresh generator when ``rng`` is not given.
@@ -427,7 +440,9 @@ def apr(
     """
     s = _Search(problem, _rng(rng, seed))
     sub_beam = sub_call_beam_size if sub_call_beam_size is not None else beam_size
-    cfg = _AprConfig(beam_size, sub_beam, spawn_prob, spawn_levels)
+    if spawn_order not in ("heuristic", "generated"):
+        raise ValueError(f"spawn_order must be 'heuristic' or 'generated', not {spawn_order!r}")
+    cfg = _AprConfig(beam_size, sub_beam, spawn_prob, spawn_levels, spawn_order == "heuristic")
     root, goal = _apr_thread(s, cfg, s.root, 0, "root", None)
     tree = TraceTree.model_construct(
         problem=problem, style="apr", beam_size=beam_size, sub_call_beam_size=sub_beam, spawn_prob=spawn_prob,
