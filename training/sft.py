@@ -377,8 +377,6 @@ def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> l
 # --------------------------------------------------------------------------------------------------- train
 
 
-
-
 def pack_causal_rows(dataset: Dataset, max_length: int, pad_token_id: int) -> Dataset:
     """Pack calls best-fit-decreasing into rows of exactly `max_length` tokens that train as plain causal rows.
 
@@ -455,11 +453,11 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
     if not rows and not arith:
         raise ValueError("no training data: set train_files and/or arithmetic_rows")
     dataset = tokenize_rows(rows, arith, tokenizer, seed=data_seed)
+    n_tokens = sum(len(x) for x in dataset["input_ids"])  # before causal packing adds filler
+    print(f"[sft] {len(rows)} calls + {len(arith)} arithmetic rows, {n_tokens} tokens", flush=True)
     if cfg.packing and cfg.packed_attention == "causal":
         dataset = pack_causal_rows(dataset, cfg.max_length, tokenizer.pad_token_id)
-        cfg.packing = cfg.padding_free = False  # rows are packed already; the collator pads them into a batch
-    n_tokens = sum(len(x) for x in dataset["input_ids"])
-    print(f"[sft] {len(rows)} calls + {len(arith)} arithmetic rows, {n_tokens} tokens", flush=True)
+        cfg.packing = cfg.padding_free = False  # rows are packed already; the collator stacks them into a batch
 
     model = build_model(cfg, tokenizer)
     print(f"[sft] model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)

@@ -153,8 +153,8 @@ class SpawnJoinSFTConfig(SFTConfig):
     packing: bool = field(default=True, metadata={"help": "Pack sequences into rows of `max_length` tokens."})
     per_device_train_batch_size: int = field(
         default=1,
-        metadata={"help": "Packed rows per micro-batch. Keep 1 on CPU: padding-free packing flattens the batch "
-                          "into one row, so attention cost grows with its square."},
+        metadata={"help": "Packed rows per micro-batch. With isolated packing keep 1 on CPU: padding-free packing "
+                          "flattens the batch into one row, so attention cost grows with its square."},
     )
     gradient_accumulation_steps: int = field(default=8, metadata={"help": "Micro-batches per optimizer step."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data mix."})
