@@ -327,6 +327,7 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
 
     from spawnjoin.tasks.countdown import make_split, root_prompt
 
+    from .callbacks import TimedSave, wall_clock
     from .sft import export_model
 
     if model is None:
@@ -346,6 +347,7 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
         train_dataset=dataset,
         processing_class=tokenizer,
         rollout_func=make_rollout_func(cfg, tokenizer, backend_factory=backend_factory),
+        callbacks=[TimedSave(save_every_minutes=cfg.save_every_minutes, deadline=wall_clock(cfg.stop_at))],
     )
     trainer.train()
     export_model(trainer.model, tokenizer, Path(cfg.output_dir) / "final")

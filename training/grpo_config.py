@@ -48,6 +48,13 @@ class TreeGRPOConfig(GRPOConfig):
         tree_loss_weighting (`str`, *optional*, defaults to `"per_tree"`):
             `"per_tree"`: each sequence's advantage is divided by the number of sequences of its tree, so a tree
             weighs the same however many threads it ran (APR); `"tokens"`: every token weighs the same.
+
+        > Wall clock
+
+        stop_at (`str`, *optional*):
+            Deadline, `HH:MM` UTC today or epoch seconds: save a checkpoint, stop, and export `final` as usual.
+        save_every_minutes (`float`, *optional*, defaults to `0`):
+            Also checkpoint every this many minutes (0: only as `save_strategy` says).
     """
 
     # Model and problems
@@ -71,6 +78,12 @@ class TreeGRPOConfig(GRPOConfig):
         metadata={"help": "'per_tree' divides each sequence's advantage by its tree's sequence count; 'tokens' "
                           "weighs every token the same.", "choices": ["per_tree", "tokens"]},
     )
+
+    # Wall clock
+    stop_at: str | None = field(
+        default=None, metadata={"help": "Deadline, HH:MM UTC today or epoch seconds: save, stop, export final."}
+    )
+    save_every_minutes: float = field(default=0.0, metadata={"help": "Checkpoint every this many minutes (0: off)."})
 
     # Defaults that differ from GRPOConfig: a small model on a CPU, one generation per optimizer step.
     use_cpu: bool = field(default=True, metadata={"help": "Train on the CPU (required on a machine with no GPU)."})

@@ -274,16 +274,6 @@ def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, out
 # --------------------------------------------------------------------------------------------------- callbacks
 
 
-def _deadline(stop_at: str | None) -> float | None:
-    if not stop_at:
-        return None
-    if ":" in stop_at:
-        hh, mm = (int(x) for x in stop_at.split(":"))
-        now = time.gmtime()
-        return time.mktime((now.tm_year, now.tm_mon, now.tm_mday, hh, mm, 0, 0, 0, 0)) - time.timezone
-    return float(stop_at)
-
-
 def _amend_history(state: Any, logs: dict[str, Any], keys: tuple[str, ...]) -> None:
     """Copy `keys` of `logs` into the newest `state.log_history` entry.
 
@@ -297,25 +287,9 @@ def _amend_history(state: Any, logs: dict[str, Any], keys: tuple[str, ...]) -> N
 def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> list[Any]:
     from transformers import TrainerCallback
 
-    deadline = _deadline(cfg.stop_at)
+    from .callbacks import TimedSave, wall_clock
 
-    class TimedSave(TrainerCallback):
-        """Checkpoint every `save_every_minutes`; save and stop at `stop_at`."""
-
-        def __init__(self) -> None:
-            self.last = time.time()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            now = time.time()
-            if cfg.save_every_minutes and now - self.last >= 60 * cfg.save_every_minutes:
-                control.should_save = True
-            if deadline is not None and now >= deadline:
-                control.should_save = True
-                control.should_training_stop = True
-            return control
-
-        def on_save(self, args, state, control, **kwargs):
-            self.last = time.time()
+    deadline = wall_clock(cfg.stop_at)
 
     class Throughput(TrainerCallback):
         """Add `tokens_per_second` (since the previous log) and `elapsed_minutes` to each log entry."""
@@ -348,7 +322,7 @@ def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> l
         """After warm-up, set the learning rate from the wall-clock share of [schedule_start, stop_at]."""
 
         def __init__(self) -> None:
-            self.start = _deadline(cfg.schedule_start) or time.time()
+            self.start = wall_clock(cfg.schedule_start) or time.time()
             self.min_rate = float((cfg.lr_scheduler_kwargs or {}).get("min_lr_rate", 0.0))
 
         def rate(self) -> float:
@@ -368,7 +342,7 @@ def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> l
                 logs["learning_rate"] = args.learning_rate * self.rate()
                 _amend_history(state, logs, ("learning_rate",))
 
-    callbacks = [TimedSave(), Throughput(), Export()]
+    callbacks = [TimedSave(save_every_minutes=cfg.save_every_minutes, deadline=deadline), Throughput(), Export()]
     if cfg.lr_schedule_by_time and deadline is not None:
         callbacks.append(TimeSchedule())
     return callbacks

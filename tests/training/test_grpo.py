@@ -137,3 +137,35 @@ def test_grpo_step_shares_advantage_over_tree(tokenizer, tmp_path):
     loss.backward()
     grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
+    """`train` end to end on scripted rollouts: a past `stop_at` ends the run after its first step (of 3) with a
+    checkpoint, `final` is exported and loads, and the weights moved exactly when the group rewards differed."""
+    import time
+
+    from transformers import AutoModelForCausalLM
+
+    from training.grpo import train
+
+    problems = make_split("train", 6, numbers=3, seed=5)
+    trees = [apr(p, beam_size=3, sub_call_beam_size=3, spawn_prob=1.0, seed=i) for i, p in enumerate(problems)]
+    assert any(t.solved for t in trees)
+    cfg = TreeGRPOConfig(
+        output_dir=str(tmp_path), numbers=3, train_problems=6, problem_seed=5, num_generations=2,
+        per_device_train_batch_size=4, max_steps=3, context_window=1024, max_completion_length=1024,
+        logging_steps=1, seed=0, save_strategy="no", stop_at=str(time.time() - 1),
+    )
+    model = _tiny_model(tokenizer)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = train(cfg, backend_factory=lambda _: ScriptedBackend(_script(trees, sabotage=True)),
+                    model=model, tokenizer=tokenizer)
+
+    assert trainer.state.global_step == 1
+    assert (tmp_path / "checkpoint-1").is_dir()
+    logged = [h for h in trainer.state.log_history if "reward_std" in h]
+    assert logged and "rewards/tree_correct_reward/mean" in logged[0]
+    moved = any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    assert moved == (float(logged[0]["reward_std"]) > 0)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in reloaded.state_dict().items())

@@ -1,0 +1,51 @@
+"""Trainer callbacks shared by `spawnjoin-train sft` and `grpo`: wall-clock deadlines and timed checkpoints."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+__all__ = ["TimedSave", "wall_clock"]
+
+
+def wall_clock(when: str | None) -> float | None:
+    """Epoch seconds of `when`: `"HH:MM"` (UTC, today) or epoch seconds as a string; `None` stays `None`.
+
+    >>> wall_clock("1700000000")
+    1700000000.0
+    >>> wall_clock(None) is None
+    True
+    """
+    if not when:
+        return None
+    if ":" in when:
+        hh, mm = (int(x) for x in when.split(":"))
+        now = time.gmtime()
+        return time.mktime((now.tm_year, now.tm_mon, now.tm_mday, hh, mm, 0, 0, 0, 0)) - time.timezone
+    return float(when)
+
+
+class TimedSave(TrainerCallback):
+    """Checkpoint every `save_every_minutes` (0: never); at `deadline` (epoch seconds) save and stop.
+
+    A run that stops at its deadline leaves a normal checkpoint behind, so `--resume` continues it later.
+    """
+
+    def __init__(self, *, save_every_minutes: float = 0.0, deadline: float | None = None) -> None:
+        self.save_every = 60 * save_every_minutes
+        self.deadline = deadline
+        self.last = time.time()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        now = time.time()
+        if self.save_every and now - self.last >= self.save_every:
+            control.should_save = True
+        if self.deadline is not None and now >= self.deadline:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.last = time.time()
