@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "load_log_history", "plot_eval", "plot_training", "run"]
+__all__ = ["add_parser", "load_log_history", "plot_eval", "plot_grpo", "plot_training", "reward_curve", "run"]
 
 _EVAL_AXES = (
     ("total_tokens", "mean_total_tokens", "total tokens per problem", "accuracy_vs_total_tokens.png"),
@@ -109,6 +109,51 @@ def plot_training(runs: dict[str, str | Path], out_dir: str | Path) -> list[Path
     return written
 
 
+def reward_curve(history: list[dict[str, Any]], window: int = 5) -> list[tuple[int, float, float]]:
+    """GRPO's mean reward per logged step and its trailing mean over `window` logged steps.
+
+    >>> reward_curve([{"step": 1, "reward": 0.0}, {"step": 2, "reward": 0.5}, {"step": 2, "train_loss": 0.1}], 2)
+    [(1, 0.0, 0.0), (2, 0.5, 0.25)]
+    """
+    points = [(int(e["step"]), float(e["reward"])) for e in history if "reward" in e]
+    out = []
+    for i, (step, reward) in enumerate(points):
+        recent = [r for _, r in points[max(0, i - window + 1):i + 1]]
+        out.append((step, reward, sum(recent) / len(recent)))
+    return out
+
+
+def plot_grpo(runs: dict[str, str | Path], out_dir: str | Path, window: int = 5) -> list[Path]:
+    """Plot the mean rollout reward per GRPO step (points) and its trailing mean (line) for each named run.
+
+    Args:
+        runs (`dict[str, str | Path]`): Run label to GRPO output directory.
+        out_dir (`str | Path`): Where `grpo_reward.png` goes.
+        window (`int`, *optional*, defaults to `5`): Steps in the trailing mean.
+
+    Returns:
+        `list[Path]`: The figure written.
+    """
+    plt = _plt()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, run_dir in runs.items():
+        curve = reward_curve(load_log_history(run_dir), window)
+        if curve:
+            steps, rewards, means = zip(*curve, strict=True)
+            line, = ax.plot(steps, means, label=f"{name} (mean of {window} steps)")
+            ax.scatter(steps, rewards, s=8, alpha=0.4, color=line.get_color())
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean reward of the step's rollout trees")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "grpo_reward.png", dpi=120)
+    plt.close(fig)
+    return [out / "grpo_reward.png"]
+
+
 def plot_eval(reports: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
     """Plot accuracy against total tokens, sequential tokens and latency for evaluation reports.
 
@@ -160,6 +205,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """
     p = subparsers.add_parser("plot", help="training curves and evaluation figures (matplotlib)")
     p.add_argument("--train", nargs="*", default=[], metavar="NAME=RUN_DIR", help="training runs to plot")
+    p.add_argument("--grpo", nargs="*", default=[], metavar="NAME=RUN_DIR", help="GRPO runs: reward per step")
     p.add_argument("--eval", nargs="*", default=[], metavar="REPORT", help="eval reports (JSON) to plot")
     p.add_argument("--out", required=True, help="output directory for the PNG files")
     p.set_defaults(run=run)
@@ -179,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
     if args.train:
         runs = dict(item.split("=", 1) for item in args.train)
         written += plot_training(runs, args.out)
+    if args.grpo:
+        written += plot_grpo(dict(item.split("=", 1) for item in args.grpo), args.out)
     if args.eval:
         written += plot_eval([json.loads(Path(p).read_text()) for p in args.eval], args.out)
     for path in written:

@@ -77,6 +77,23 @@ def test_plots(tmp_path):
     assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 
+def test_grpo_reward_curve_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    import json
+
+    from training.plots import plot_grpo, reward_curve
+
+    history = [{"step": s, "reward": r, "loss": 0.0} for s, r in [(1, 0.0), (2, 0.25), (3, 0.5), (4, 0.25)]]
+    history.append({"step": 4, "train_runtime": 10.0})  # the summary entry has no reward
+    curve = reward_curve(history, window=3)
+    assert [s for s, _, _ in curve] == [1, 2, 3, 4]
+    assert [m for _, _, m in curve] == pytest.approx([0.0, 0.125, 0.25, 1 / 3])
+    (tmp_path / "run" / "final").mkdir(parents=True)
+    (tmp_path / "run" / "final" / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    paths = plot_grpo({"GRPO": tmp_path / "run"}, tmp_path / "img", window=3)
+    assert [p.name for p in paths] == ["grpo_reward.png"] and paths[0].stat().st_size > 0
+
+
 async def test_time_limit_skips_problems_not_started():
     cfg = EvalConfig(model="scripted", numbers=3, n=5, concurrency=1, time_limit=1e-9)
     report = await evaluate(cfg, backend=_replay_backend(3, 5))
