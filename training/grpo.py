@@ -303,6 +303,37 @@ def tree_trainer_class() -> type:
                         out[key] = logps
             return out
 
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                               batch_size=None, compute_entropy=False, **kwargs):
+            """Score rows in chunks of similar length, each chunk on its own columns.
+
+            Rows are ordered by length (prompt plus completion); each chunk drops the left prompt padding all its
+            rows share and the right completion padding, and its results are padded back (zeros, where
+            `completion_mask` is 0) and returned in the original row order. Llama's rotary positions are
+            relative, so dropping shared left padding leaves the log-probabilities unchanged. Tree rows differ a
+            lot in length (a child's transcript, a root's, a spawn block), so this avoids most of the padding."""
+            if any(v is not None and v is not False for v in kwargs.values()):  # images, MoE aux loss
+                return super()._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, **kwargs)
+            batch_size = batch_size or self.args.per_device_train_batch_size  # the loss pass sends every row
+            prompt_width = input_ids.size(1) - logits_to_keep
+            order = torch.argsort(attention_mask.sum(dim=1), stable=True)
+            logps, entropies = [], []
+            for start in range(0, input_ids.size(0), batch_size):
+                rows = order[start:start + batch_size]
+                ids, mask = input_ids[rows], attention_mask[rows]
+                used = mask.any(dim=0).nonzero().flatten()
+                left = min(int(used[0]), prompt_width - 1)
+                right = max(int(used[-1]) + 1, prompt_width + 1)
+                chunk_logps, chunk_entropies, _ = super()._get_per_token_logps_and_entropies(
+                    model, ids[:, left:right], mask[:, left:right], right - prompt_width, None, compute_entropy)
+                pad = (0, logits_to_keep - (right - prompt_width))
+                logps.append(torch.nn.functional.pad(chunk_logps, pad))
+                if chunk_entropies is not None:
+                    entropies.append(torch.nn.functional.pad(chunk_entropies, pad))
+            restore = torch.argsort(order)
+            return (torch.cat(logps)[restore], torch.cat(entropies)[restore] if entropies else None, None)
+
     return TreeGRPOTrainer
 
 

@@ -132,6 +132,32 @@ def test_grpo_step_shares_advantage_over_tree(tokenizer, tmp_path):
         assert "<Sub Searches>" not in tokenizer.decode(kept)
     assert int(out["num_items_in_batch"]) == int(loss_mask.sum())
 
+    # Scoring in length-sorted, trimmed chunks gives TRL's log-probabilities and entropies on every scored token.
+    from trl import GRPOTrainer
+
+    widths = []
+    plain = GRPOTrainer._get_per_token_logps_and_entropies
+
+    def spy(self, model, input_ids, *args, **kwargs):
+        widths.append(input_ids.shape[1])
+        return plain(self, model, input_ids, *args, **kwargs)
+
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    width = out["completion_ids"].shape[1]
+    with torch.no_grad():
+        ref, ref_entropy, _ = plain(trainer, trainer.model, ids, mask, width, compute_entropy=True)
+        GRPOTrainer._get_per_token_logps_and_entropies = spy
+        try:
+            ours, entropy, _ = trainer._get_per_token_logps_and_entropies(
+                trainer.model, ids, mask, width, batch_size=2, compute_entropy=True)
+        finally:
+            GRPOTrainer._get_per_token_logps_and_entropies = plain
+    scored = out["completion_mask"].bool()
+    assert ours.shape == ref.shape and torch.allclose(ours[scored], ref[scored], atol=1e-4)
+    assert torch.allclose(entropy[scored], ref_entropy[scored], atol=1e-4)
+    assert len(widths) == -(-ids.shape[0] // 2) and min(widths) < ids.shape[1]  # short rows ran narrower
+
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this test skips
     loss = trainer.compute_loss(trainer.model, out)
     loss.backward()
