@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -207,11 +208,15 @@ def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *
     def rollout_func(prompts: list[str], trainer: Any) -> dict[str, Any]:
         from spawnjoin.tasks.countdown import parse_problem, verify_path
 
+        started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="spawnjoin-grpo-") as tmp:
             policy = trainer.accelerator.unwrap_model(trainer.model)
             policy.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             results = asyncio.run(solve_all(list(prompts), factory(tmp)))
+        metrics = getattr(trainer, "_metrics", None)
+        if metrics is not None:  # how much of a step the rollouts take (the rest is scoring and the update)
+            metrics["train"]["tree/rollout_seconds"].append(time.perf_counter() - started)
         out: dict[str, list[Any]] = {k: [] for k in (
             "prompt_ids", "completion_ids", "env_mask", "tree_rows", "tree_correct", "tree_total_tokens",
             "tree_sequential_tokens", "tree_threads")}
@@ -315,7 +320,8 @@ def tree_trainer_class() -> type:
             if any(v is not None and v is not False for v in kwargs.values()):  # images, MoE aux loss
                 return super()._get_per_token_logps_and_entropies(
                     model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, **kwargs)
-            batch_size = batch_size or self.args.per_device_train_batch_size  # the loss pass sends every row
+            # The loss pass sends every row at once (batch_size None); the old-policy pass sends the batch size.
+            batch_size = min(batch_size or self.args.score_chunk_rows, self.args.score_chunk_rows)
             prompt_width = input_ids.size(1) - logits_to_keep
             order = torch.argsort(attention_mask.sum(dim=1), stable=True)
             logps, entropies = [], []

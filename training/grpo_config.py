@@ -40,6 +40,10 @@ class TreeGRPOConfig(GRPOConfig):
             Trees solved at once (the embedded engine batches their calls).
         rollout_torch_threads (`int`, *optional*):
             Torch threads of the embedded engine used for rollouts.
+        score_chunk_rows (`int`, *optional*, defaults to `32`):
+            Rows per forward pass when scoring log-probabilities (old policy and loss): rows are sorted by length
+            and each chunk is cut to its own columns, so smaller chunks waste less padding on trees whose rows
+            differ in length.
 
         > Rewards and loss
 
@@ -68,6 +72,9 @@ class TreeGRPOConfig(GRPOConfig):
     max_threads: int = field(default=32, metadata={"help": "Most threads in one rollout tree."})
     rollout_concurrency: int = field(default=64, metadata={"help": "Trees solved at once."})
     rollout_torch_threads: int | None = field(default=None, metadata={"help": "Torch threads of the rollout engine."})
+    score_chunk_rows: int = field(
+        default=32, metadata={"help": "Rows per forward pass when scoring log-probs (length-sorted chunks)."}
+    )
 
     # Rewards and loss
     parallel_bonus: float = field(
@@ -96,6 +103,10 @@ class TreeGRPOConfig(GRPOConfig):
         metadata={"help": "Optimizer steps per generation; 1 keeps every tree's rows in one batch (child rows are "
                           "appended, so the row count is not a multiple of anything)."},
     )
+    activation_checkpointing: bool | None = field(
+        default=False, metadata={"help": "Recompute activations in backward (TRL's GRPO default is on; a small "
+                                         "model on a CPU has the memory and not the compute)."}
+    )
     learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (APR: 1e-5)."})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient (0: no reference model)."})
     temperature: float = field(default=1.0, metadata={"help": "Rollout sampling temperature."})
@@ -112,6 +123,8 @@ class TreeGRPOConfig(GRPOConfig):
                 "tree rollouts append child rows after scoring, so one generation must feed exactly one optimizer "
                 "step: set steps_per_generation=1 (and raise per_device_train_batch_size instead)."
             )
+        if self.score_chunk_rows < 1:
+            raise ValueError("score_chunk_rows must be >= 1")
         if self.parallel_bonus < 0:
             raise ValueError("parallel_bonus must be >= 0")
         super().__post_init__()

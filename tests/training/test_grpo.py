@@ -157,6 +157,17 @@ def test_grpo_step_shares_advantage_over_tree(tokenizer, tmp_path):
     assert ours.shape == ref.shape and torch.allclose(ours[scored], ref[scored], atol=1e-4)
     assert torch.allclose(entropy[scored], ref_entropy[scored], atol=1e-4)
     assert len(widths) == -(-ids.shape[0] // 2) and min(widths) < ids.shape[1]  # short rows ran narrower
+    widths.clear()
+    trainer.args.score_chunk_rows = 3  # caps the batch TRL passes, and sets it when TRL passes none (loss pass)
+    GRPOTrainer._get_per_token_logps_and_entropies = spy
+    try:
+        with torch.no_grad():
+            capped, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, width, batch_size=8)
+            trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, width)
+    finally:
+        GRPOTrainer._get_per_token_logps_and_entropies = plain
+    assert len(widths) == 2 * -(-ids.shape[0] // 3)
+    assert torch.allclose(capped[scored], ref[scored], atol=1e-4)
 
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this test skips
     loss = trainer.compute_loss(trainer.model, out)
@@ -191,6 +202,7 @@ def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
     assert (tmp_path / "checkpoint-1").is_dir()
     logged = [h for h in trainer.state.log_history if "reward_std" in h]
     assert logged and "rewards/tree_correct_reward/mean" in logged[0]
+    assert 0 < float(logged[0]["tree/rollout_seconds"]) < float(logged[0]["step_time"])
     moved = any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert moved == (float(logged[0]["reward_std"]) > 0)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
