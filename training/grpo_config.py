@@ -103,10 +103,6 @@ class TreeGRPOConfig(GRPOConfig):
         metadata={"help": "Optimizer steps per generation; 1 keeps every tree's rows in one batch (child rows are "
                           "appended, so the row count is not a multiple of anything)."},
     )
-    activation_checkpointing: bool | None = field(
-        default=False, metadata={"help": "Recompute activations in backward (TRL's GRPO default is on; a small "
-                                         "model on a CPU has the memory and not the compute)."}
-    )
     learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (APR: 1e-5)."})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient (0: no reference model)."})
     temperature: float = field(default=1.0, metadata={"help": "Rollout sampling temperature."})

@@ -109,22 +109,23 @@ def plot_training(runs: dict[str, str | Path], out_dir: str | Path) -> list[Path
     return written
 
 
-def reward_curve(history: list[dict[str, Any]], window: int = 5) -> list[tuple[int, float, float]]:
-    """GRPO's mean reward per logged step and its trailing mean over `window` logged steps.
+def reward_curve(history: list[dict[str, Any]], window: int = 5, key: str = "reward") -> list[tuple[int, float, float]]:
+    """A GRPO metric (`key`, the mean reward by default) per logged step and its trailing mean over `window` steps.
 
     >>> reward_curve([{"step": 1, "reward": 0.0}, {"step": 2, "reward": 0.5}, {"step": 2, "train_loss": 0.1}], 2)
     [(1, 0.0, 0.0), (2, 0.5, 0.25)]
     """
-    points = [(int(e["step"]), float(e["reward"])) for e in history if "reward" in e]
+    points = [(int(e["step"]), float(e[key])) for e in history if key in e]
     out = []
-    for i, (step, reward) in enumerate(points):
+    for i, (step, value) in enumerate(points):
         recent = [r for _, r in points[max(0, i - window + 1):i + 1]]
-        out.append((step, reward, sum(recent) / len(recent)))
+        out.append((step, value, sum(recent) / len(recent)))
     return out
 
 
 def plot_grpo(runs: dict[str, str | Path], out_dir: str | Path, window: int = 5) -> list[Path]:
-    """Plot the mean rollout reward per GRPO step (points) and its trailing mean (line) for each named run.
+    """Plot, per GRPO step, the mean rollout reward and the policy's mean token entropy (points) with their
+    trailing means (lines) for each named run.
 
     Args:
         runs (`dict[str, str | Path]`): Run label to GRPO output directory.
@@ -137,17 +138,21 @@ def plot_grpo(runs: dict[str, str | Path], out_dir: str | Path, window: int = 5)
     plt = _plt()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    panels = (("reward", "mean reward of the step's rollout trees"), ("entropy", "mean token entropy (nats)"))
     for name, run_dir in runs.items():
-        curve = reward_curve(load_log_history(run_dir), window)
-        if curve:
-            steps, rewards, means = zip(*curve, strict=True)
-            line, = ax.plot(steps, means, label=f"{name} (mean of {window} steps)")
-            ax.scatter(steps, rewards, s=8, alpha=0.4, color=line.get_color())
-    ax.set_xlabel("GRPO step")
-    ax.set_ylabel("mean reward of the step's rollout trees")
-    ax.grid(alpha=0.3)
-    ax.legend()
+        history = load_log_history(run_dir)
+        for ax, (key, _) in zip(axes, panels, strict=True):
+            curve = reward_curve(history, window, key=key)
+            if curve:
+                steps, values, means = zip(*curve, strict=True)
+                line, = ax.plot(steps, means, label=f"{name} (mean of {window} steps)")
+                ax.scatter(steps, values, s=8, alpha=0.4, color=line.get_color())
+    for ax, (_, label) in zip(axes, panels, strict=True):
+        ax.set_xlabel("GRPO step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "grpo_reward.png", dpi=120)
     plt.close(fig)
@@ -205,7 +210,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """
     p = subparsers.add_parser("plot", help="training curves and evaluation figures (matplotlib)")
     p.add_argument("--train", nargs="*", default=[], metavar="NAME=RUN_DIR", help="training runs to plot")
-    p.add_argument("--grpo", nargs="*", default=[], metavar="NAME=RUN_DIR", help="GRPO runs: reward per step")
+    p.add_argument("--grpo", nargs="*", default=[], metavar="NAME=RUN_DIR", help="GRPO runs: reward and entropy per step")
     p.add_argument("--eval", nargs="*", default=[], metavar="REPORT", help="eval reports (JSON) to plot")
     p.add_argument("--out", required=True, help="output directory for the PNG files")
     p.set_defaults(run=run)

@@ -83,11 +83,15 @@ def test_grpo_reward_curve_and_plot(tmp_path):
 
     from training.plots import plot_grpo, reward_curve
 
-    history = [{"step": s, "reward": r, "loss": 0.0} for s, r in [(1, 0.0), (2, 0.25), (3, 0.5), (4, 0.25)]]
+    history = [{"step": s, "reward": r, "entropy": 0.1 * s, "loss": 0.0}
+               for s, r in [(1, 0.0), (2, 0.25), (3, 0.5), (4, 0.25)]]
     history.append({"step": 4, "train_runtime": 10.0})  # the summary entry has no reward
     curve = reward_curve(history, window=3)
     assert [s for s, _, _ in curve] == [1, 2, 3, 4]
     assert [m for _, _, m in curve] == pytest.approx([0.0, 0.125, 0.25, 1 / 3])
+    entropy = reward_curve(history, window=2, key="entropy")
+    assert [v for _, v, _ in entropy] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert [m for _, _, m in entropy] == pytest.approx([0.1, 0.15, 0.25, 0.35])
     (tmp_path / "run" / "final").mkdir(parents=True)
     (tmp_path / "run" / "final" / "trainer_state.json").write_text(json.dumps({"log_history": history}))
     paths = plot_grpo({"GRPO": tmp_path / "run"}, tmp_path / "img", window=3)
