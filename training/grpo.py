@@ -214,9 +214,8 @@ def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *
             policy.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             results = asyncio.run(solve_all(list(prompts), factory(tmp)))
-        metrics = getattr(trainer, "_metrics", None)
-        if metrics is not None:  # how much of a step the rollouts take (the rest is scoring and the update)
-            metrics["train"]["tree/rollout_seconds"].append(time.perf_counter() - started)
+        # how much of a step the rollouts take (the rest is scoring and the update)
+        trainer._metrics["train"]["tree/rollout_seconds"].append(time.perf_counter() - started)
         out: dict[str, list[Any]] = {k: [] for k in (
             "prompt_ids", "completion_ids", "env_mask", "tree_rows", "tree_correct", "tree_total_tokens",
             "tree_sequential_tokens", "tree_threads")}

@@ -91,7 +91,7 @@ def test_rewards():
     assert parallelism_bonus_reward([], [], [True, True], [100, 0], [25, 0]) == [0.75, 0.0]
 
 
-def test_grpo_step_shares_advantage_over_tree(tokenizer, tmp_path):
+def test_grpo_step_shares_advantage_over_tree(tokenizer, tmp_path, monkeypatch):
     trees = _solved_trees(2)
     prompts = [root_prompt(t.problem) for t in trees]
     cfg = TreeGRPOConfig(
@@ -145,27 +145,21 @@ def test_grpo_step_shares_advantage_over_tree(tokenizer, tmp_path):
     ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
     mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
     width = out["completion_ids"].shape[1]
+    monkeypatch.setattr(GRPOTrainer, "_get_per_token_logps_and_entropies", spy)
     with torch.no_grad():
         ref, ref_entropy, _ = plain(trainer, trainer.model, ids, mask, width, compute_entropy=True)
-        GRPOTrainer._get_per_token_logps_and_entropies = spy
-        try:
-            ours, entropy, _ = trainer._get_per_token_logps_and_entropies(
-                trainer.model, ids, mask, width, batch_size=2, compute_entropy=True)
-        finally:
-            GRPOTrainer._get_per_token_logps_and_entropies = plain
+        ours, entropy, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, mask, width, batch_size=2, compute_entropy=True)
     scored = out["completion_mask"].bool()
     assert ours.shape == ref.shape and torch.allclose(ours[scored], ref[scored], atol=1e-4)
     assert torch.allclose(entropy[scored], ref_entropy[scored], atol=1e-4)
     assert len(widths) == -(-ids.shape[0] // 2) and min(widths) < ids.shape[1]  # short rows ran narrower
     widths.clear()
     trainer.args.score_chunk_rows = 3  # caps the batch TRL passes, and sets it when TRL passes none (loss pass)
-    GRPOTrainer._get_per_token_logps_and_entropies = spy
-    try:
-        with torch.no_grad():
-            capped, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, width, batch_size=8)
-            trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, width)
-    finally:
-        GRPOTrainer._get_per_token_logps_and_entropies = plain
+    with torch.no_grad():
+        capped, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, width, batch_size=8)
+        trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, width)
+    monkeypatch.undo()  # the loss pass below runs on the real scorer
     assert len(widths) == 2 * -(-ids.shape[0] // 3)
     assert torch.allclose(capped[scored], ref[scored], atol=1e-4)
 
