@@ -114,7 +114,7 @@ _sj_main() {
   _sj_say "starting vLLM on $url (log: $server_log)"
   VLLM_CPU_KVCACHE_SPACE=1 OMP_NUM_THREADS="${VLLM_OMP_THREADS:-1}" setsid nohup "$_sj_py" \
     -m vllm.entrypoints.openai.api_server --model "$model_dir" --served-model-name "$model_name" \
-    --dtype float32 --enforce-eager --host 127.0.0.1 --port "$port" --max-model-len 2048 \
+    --dtype float32 --enforce-eager --host 127.0.0.1 --port "$port" --max-model-len 16384 \
     --enable-prompt-tokens-details \
     >"$server_log" 2>&1 </dev/null &
   echo $! >"$_sj_pidfile"
