@@ -30,13 +30,15 @@ def wall_clock(when: str | None) -> float | None:
 class TimedSave(TrainerCallback):
     """Checkpoint every `save_every_minutes` (0: never); at `deadline` (epoch seconds) save and stop.
 
-    A run that stops at its deadline leaves a normal checkpoint behind, so `--resume` continues it later.
+    A run that stops at its deadline leaves a normal checkpoint behind, so `--resume` continues it later;
+    `stopped` says whether the deadline ended it.
     """
 
     def __init__(self, *, save_every_minutes: float = 0.0, deadline: float | None = None) -> None:
         self.save_every = 60 * save_every_minutes
         self.deadline = deadline
         self.last = time.time()
+        self.stopped = False
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         now = time.time()
@@ -44,7 +46,7 @@ class TimedSave(TrainerCallback):
             control.should_save = True
         if self.deadline is not None and now >= self.deadline:
             control.should_save = True
-            control.should_training_stop = True
+            control.should_training_stop = self.stopped = True
         return control
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

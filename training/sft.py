@@ -399,6 +399,40 @@ def _trainer_class() -> type:
     return CPUAutocastSFTTrainer
 
 
+STAGE_FILE = "stage.json"
+
+
+def stage_complete(model_dir: str | Path) -> bool:
+    """Whether `model_dir` holds a finished stage: `False` only when its `stage.json` says the run stopped early.
+
+    `train` writes `final/` also when `stop_at` cuts a step-scheduled run short; `stage.json` beside it tells the
+    two apart. A directory without one (an exported or shipped model) counts as complete.
+    """
+    marker = Path(model_dir) / STAGE_FILE
+    return not marker.exists() or bool(json.loads(marker.read_text()).get("complete", True))
+
+
+def _finish_init_stage(cfg: SpawnJoinSFTConfig) -> None:
+    """Run (or resume) `cfg.init_recipe` when the weights it writes are missing or from an interrupted run."""
+    path = Path(cfg.model_name_or_path or "")
+    if path.exists() and stage_complete(path):
+        return
+    why = "missing" if not path.exists() else "from an interrupted run"
+    print(f"[sft] {path} {why}: running {cfg.init_recipe} first", flush=True)
+    init = load_config(["--recipe", cfg.init_recipe or ""])
+    init.resume = True  # an interrupted stage continues from its checkpoint
+    if cfg.stop_at and not init.stop_at:  # the deadline given for this stage holds for the one before it
+        init.stop_at = cfg.stop_at
+    train(init)
+    if not stage_complete(path):
+        raise StageIncomplete(f"{cfg.init_recipe} stopped before its last step (see {path / STAGE_FILE}); "
+                              f"run this command again to resume it before this stage starts")
+
+
+class StageIncomplete(RuntimeError):
+    """The stage a recipe continues from has not finished (it stopped at its deadline)."""
+
+
 def train(cfg: SpawnJoinSFTConfig) -> Path:
     """Build the data mix and the model, train with `SFTTrainer`, and save the final model with its tokenizer.
 
@@ -411,11 +445,12 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
     import torch
     from transformers.trainer_utils import get_last_checkpoint
 
+    from .callbacks import TimedSave
+
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    if cfg.model_name_or_path and not Path(cfg.model_name_or_path).exists() and cfg.init_recipe:
-        print(f"[sft] {cfg.model_name_or_path} missing: running {cfg.init_recipe} first", flush=True)
-        train(load_config(["--recipe", cfg.init_recipe]))
+    if cfg.model_name_or_path and cfg.init_recipe:
+        _finish_init_stage(cfg)
     if cfg.generate_data:
         _ensure_data(cfg.generate_data)
 
@@ -435,8 +470,9 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
 
     model = build_model(cfg, tokenizer)
     print(f"[sft] model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
+    callbacks = _callbacks(cfg, tokenizer)
     trainer = _trainer_class()(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=_callbacks(cfg, tokenizer))
+                         callbacks=callbacks)
     last = get_last_checkpoint(cfg.output_dir) if cfg.resume and Path(cfg.output_dir).is_dir() else None
     if last:
         print(f"[sft] resuming from {last}", flush=True)
@@ -444,6 +480,13 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
     final = Path(cfg.output_dir) / "final"
     export_model(trainer.model, tokenizer, final, dtype="float32")
     trainer.state.save_to_json(str(final / "trainer_state.json"))
+    stopped = any(isinstance(c, TimedSave) and c.stopped for c in callbacks)
+    stage = {"global_step": trainer.state.global_step, "max_steps": trainer.state.max_steps,
+             "stopped_at_deadline": stopped,
+             # A time schedule has annealed by its deadline, so that stage is over; a step schedule was cut short.
+             "complete": not stopped or trainer.state.global_step >= trainer.state.max_steps
+                         or cfg.lr_schedule_by_time}
+    (final / STAGE_FILE).write_text(json.dumps(stage) + "\n")
     if cfg.export_dir:
         export_model(trainer.model, tokenizer, cfg.export_dir, dtype=cfg.export_dtype)
     print(f"[sft] saved {final}", flush=True)
@@ -552,5 +595,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from(args.recipe, flags)
     if cfg.num_threads:
         os.environ.setdefault("OMP_NUM_THREADS", str(cfg.num_threads))
-    train(cfg)
+    try:
+        train(cfg)
+    except StageIncomplete as exc:
+        print(f"[sft] {exc}", flush=True)
+        return 3
     return 0

@@ -11,10 +11,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from training.sft import (  # noqa: E402
+    StageIncomplete,
     _result_mask,
     arithmetic_rows,
     load_config,
     load_rows,
+    stage_complete,
     tokenize_rows,
     train,
 )
@@ -206,6 +208,38 @@ def test_time_schedule_sets_and_logs_the_applied_rate(tmp_path, data_dir):
     assert len(rates) == 3
     for rate in rates:  # the step schedule would have logged 1e-3 falling towards 1e-4 instead
         assert rate == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5), rel=0.02)
+
+
+def test_a_stage_cut_by_its_deadline_is_resumed_before_the_next_one(tmp_path, data_dir, capsys):
+    """`stop_at` writes final/ also when it cuts a step schedule short; the next stage must not start from it."""
+    import time
+
+    first = tmp_path / "stage1.yaml"
+    common = (f"model_shape: tiny\ntrain_files: [{data_dir}]\nmax_length: 256\ngradient_accumulation_steps: 1\n"
+              "save_every_minutes: 0\nnum_threads: 1\nlogging_steps: 1\nwarmup_steps: 0\n")
+    past = str(time.time() - 60)
+    first.write_text(common + f"output_dir: {tmp_path / 's1'}\nmax_steps: 5\nresume: true\nstop_at: '{past}'\n")
+    final1 = train(load_config(["--recipe", str(first)]))
+    stage = json.loads((final1 / "stage.json").read_text())
+    assert stage == {"global_step": 1, "max_steps": 5, "stopped_at_deadline": True, "complete": False}
+    assert not stage_complete(final1) and (tmp_path / "s1" / "checkpoint-1").is_dir()
+
+    second = load_config(overrides={"model_name_or_path": str(final1), "init_recipe": str(first),
+                                    "output_dir": str(tmp_path / "s2"), "model_shape": "tiny",
+                                    "train_files": [str(data_dir)], "max_length": 256, "max_steps": 2,
+                                    "gradient_accumulation_steps": 1, "save_every_minutes": 0, "num_threads": 1})
+    with pytest.raises(StageIncomplete, match="stopped before its last step"):
+        train(second)  # stage 1 resumes from checkpoint-1, hits its deadline again after one step
+    assert json.loads((final1 / "stage.json").read_text())["global_step"] == 2
+    assert not (tmp_path / "s2").exists()
+
+    first.write_text(first.read_text().replace(f"stop_at: '{past}'\n", ""))
+    final2 = train(second)
+    stage = json.loads((final1 / "stage.json").read_text())
+    assert stage["global_step"] == 5 and stage["complete"] and stage_complete(final1)
+    assert "from an interrupted run" in capsys.readouterr().out
+    assert json.loads((final2 / "stage.json").read_text())["complete"]
+    assert stage_complete(tmp_path / "no-stage-file")  # an exported or shipped model counts as complete
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).parents[2] / "training" / "recipes").glob("*.yaml")))
