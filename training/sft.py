@@ -402,6 +402,10 @@ def _trainer_class() -> type:
 STAGE_FILE = "stage.json"
 
 
+class StageIncomplete(RuntimeError):
+    """The stage a recipe continues from has not finished (it stopped at its deadline)."""
+
+
 def stage_complete(model_dir: str | Path) -> bool:
     """Whether `model_dir` holds a finished stage: `False` only when its `stage.json` says the run stopped early.
 
@@ -427,10 +431,6 @@ def _finish_init_stage(cfg: SpawnJoinSFTConfig) -> None:
     if not stage_complete(path):
         raise StageIncomplete(f"{cfg.init_recipe} stopped before its last step (see {path / STAGE_FILE}); "
                               f"run this command again to resume it before this stage starts")
-
-
-class StageIncomplete(RuntimeError):
-    """The stage a recipe continues from has not finished (it stopped at its deadline)."""
 
 
 def train(cfg: SpawnJoinSFTConfig) -> Path:
