@@ -18,6 +18,7 @@ COMMANDS: list[str] = [
     "training.evaluate",
     "training.grpo",
     "training.plots",
+    "training.compare",
 ]
 
 

@@ -1,0 +1,171 @@
+"""`spawnjoin-train compare`: two evaluation reports on the same problems, side by side, paired.
+
+Two reports written by `spawnjoin-train eval` (say the APR model and the SoS+ baseline, same split, same `--n`,
+same `--concurrency`) are matched problem by problem. The command prints and returns:
+
+* accuracy of each on the common problems, how many both, only A and only B solved, and the exact two-sided sign
+  test (McNemar's exact test) on the discordant problems: the chance of a split at least this uneven if either
+  model were equally likely to be the one that wins a discordant problem;
+* mean total tokens, sequential tokens and latency of each, and the ratios B / A;
+* accuracy at equal latency: for each latency budget t, the share of common problems each model solved within t
+  seconds (correct and latency <= t). Latencies are those measured in the evaluation, under its concurrency, so
+  they compare when both reports used the same `--concurrency` and `--torch-threads` (the command warns otherwise).
+  A is "ahead at equal latency" when it solved at least as many problems as B within every budget and more within
+  one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from math import comb
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "compare", "format_comparison", "run", "sign_test"]
+
+_SAME_SETTINGS = ("numbers", "split", "context_window", "concurrency", "torch_threads", "temperature")
+
+
+def sign_test(a_only: int, b_only: int) -> float:
+    """Exact two-sided sign test on discordant pairs.
+
+    Args:
+        a_only (`int`): Problems only A solved.
+        b_only (`int`): Problems only B solved.
+
+    Returns:
+        `float`: The p-value (1.0 when there is no discordant problem).
+    """
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(a_only, b_only) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def _rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {json.dumps(r["problem"]): r for r in report["results"]}
+
+
+def _default_budgets(latencies: list[float], points: int = 8) -> list[float]:
+    """Evenly spaced quantiles of all measured latencies, up to the largest."""
+    ordered = sorted(latencies)
+    picks = {ordered[min(len(ordered) - 1, round(k * (len(ordered) - 1) / points))] for k in range(1, points + 1)}
+    return sorted(round(t, 1) for t in picks)
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], *, budgets: list[float] | None = None) -> dict[str, Any]:
+    """Pair two eval reports on their common problems.
+
+    Args:
+        a (`dict`): Report A (the JSON of `spawnjoin-train eval`).
+        b (`dict`): Report B.
+        budgets (`list[float]`, *optional*): Latency budgets in seconds; defaults to 8 quantiles of both reports'
+            latencies.
+
+    Returns:
+        `dict`: JSON-ready comparison (see the module docstring).
+
+    Raises:
+        ValueError: The reports share no problem.
+    """
+    rows_a, rows_b = _rows(a), _rows(b)
+    common = [k for k in rows_a if k in rows_b]
+    if not common:
+        raise ValueError("the two reports share no problem: evaluate both on the same split and numbers")
+    pairs = [(rows_a[k], rows_b[k]) for k in common]
+    both = sum(ra["correct"] and rb["correct"] for ra, rb in pairs)
+    a_only = sum(ra["correct"] and not rb["correct"] for ra, rb in pairs)
+    b_only = sum(rb["correct"] and not ra["correct"] for ra, rb in pairs)
+    n = len(pairs)
+
+    def mean(side: int, key: str) -> float:
+        return round(statistics.fmean(p[side][key] for p in pairs), 3)
+
+    means = {key: {"a": mean(0, key), "b": mean(1, key)} for key in ("total_tokens", "sequential_tokens", "latency")}
+    for m in means.values():
+        m["b_over_a"] = round(m["b"] / m["a"], 3) if m["a"] else None
+    if budgets is None:
+        budgets = _default_budgets([p[s]["latency"] for p in pairs for s in (0, 1)])
+    within = []
+    for t in sorted(budgets):
+        solved_a = sum(ra["correct"] and ra["latency"] <= t for ra, _ in pairs)
+        solved_b = sum(rb["correct"] and rb["latency"] <= t for _, rb in pairs)
+        within.append({"latency_s": t, "a": solved_a, "b": solved_b})
+    ahead = all(w["a"] >= w["b"] for w in within) and any(w["a"] > w["b"] for w in within)
+    config_a, config_b = a.get("config", {}), b.get("config", {})
+    differing = [k for k in _SAME_SETTINGS if config_a.get(k) != config_b.get(k)]
+    return {
+        "a": a.get("name"), "b": b.get("name"), "common": n,
+        "accuracy": {"a": round((both + a_only) / n, 3), "b": round((both + b_only) / n, 3)},
+        "solved": {"both": both, "a_only": a_only, "b_only": b_only, "a": both + a_only, "b": both + b_only},
+        "difference_points": round(100 * (a_only - b_only) / n, 1),
+        "sign_test_p": round(sign_test(a_only, b_only), 4),
+        "means": means,
+        "solved_within_latency": within,
+        "a_ahead_at_equal_latency": ahead,
+        "settings_differ": differing,
+    }
+
+
+def format_comparison(c: dict[str, Any]) -> str:
+    """The comparison as plain text lines (what the command prints)."""
+    s, m = c["solved"], c["means"]
+    lines = [
+        f"A = {c['a']}, B = {c['b']}: {c['common']} common problems",
+        f"solved: A {s['a']} ({100 * c['accuracy']['a']:.1f}%), B {s['b']} ({100 * c['accuracy']['b']:.1f}%); "
+        f"both {s['both']}, A only {s['a_only']}, B only {s['b_only']}; A - B = {c['difference_points']:+.1f} points, "
+        f"exact sign test p = {c['sign_test_p']:.4f}",
+    ]
+    for key, label in (("total_tokens", "total tokens"), ("sequential_tokens", "sequential tokens"),
+                       ("latency", "latency (s)")):
+        lines.append(f"mean {label}: A {m[key]['a']:.1f}, B {m[key]['b']:.1f}, B/A {m[key]['b_over_a']}")
+    lines.append("solved within latency t: " + ", ".join(
+        f"t={w['latency_s']:g}s A {w['a']} B {w['b']}" for w in c["solved_within_latency"]))
+    lines.append(f"A ahead at equal latency: {'yes' if c['a_ahead_at_equal_latency'] else 'no'}")
+    if c["settings_differ"]:
+        lines.append("warning: the reports differ in " + ", ".join(c["settings_differ"])
+                     + "; latencies and accuracies may not compare")
+    return "\n".join(lines)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the `compare` subcommand.
+
+    Args:
+        subparsers (`argparse._SubParsersAction`): The CLI's subparsers.
+
+    Returns:
+        `argparse.ArgumentParser`: The new subparser.
+    """
+    p = subparsers.add_parser("compare", help="pair two eval reports: sign test, token ratios, accuracy at equal latency")
+    p.add_argument("a", help="report A (JSON from `spawnjoin-train eval`)")
+    p.add_argument("b", help="report B")
+    p.add_argument("--budgets", type=float, nargs="*", default=None, metavar="SECONDS",
+                   help="latency budgets (default: 8 quantiles of the measured latencies)")
+    p.add_argument("--out", default=None, help="also write the comparison as JSON here")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `spawnjoin-train compare` with parsed arguments.
+
+    Args:
+        args (`argparse.Namespace`): Parsed arguments.
+
+    Returns:
+        `int`: Exit status (2 when the reports share no problem).
+    """
+    reports = [json.loads(Path(path).read_text()) for path in (args.a, args.b)]
+    try:
+        result = compare(*reports, budgets=args.budgets)
+    except ValueError as exc:
+        print(f"spawnjoin-train compare: {exc}")
+        return 2
+    print(format_comparison(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
