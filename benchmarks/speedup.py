@@ -5,7 +5,7 @@ wall latency per problem, all from one run over the same problems with the same 
 then the side-by-side ratios and the plots (accuracy vs total tokens, vs sequential tokens, vs latency).
 The two models run one after the other on the same engine settings, so latencies are comparable.
 
-    python benchmarks/speedup.py --sos runs/countdown-sos/export [--apr DIR] [--n 100] [--numbers 4]
+    python benchmarks/speedup.py --sos runs/countdown-sos-stage4/final [--apr DIR] [--n 100] [--numbers 4]
 
 `--apr` defaults to the shipped model. The SoS+ baseline is not shipped (its recipe is
 training/recipes/countdown-sos.yaml); without `--sos` only the APR figures are printed.
