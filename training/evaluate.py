@@ -101,6 +101,8 @@ class ProblemResult:
     reasons: list[str] = field(default_factory=list)
     step_stats: dict[str, Any] = field(default_factory=dict)
     malformed_spawns: int = 0
+    root_step_stats: dict[str, Any] = field(default_factory=dict)
+    first_step_operands_available: bool | None = None
 
 
 def _claimed_operations(text: str) -> tuple[str, ...] | None:
@@ -150,10 +152,16 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
         sc = any(v.ok and tuple(v.operations) == top for v in verdicts)
     metrics = [r.metrics for r in results]
     # Step quality of every thread of the first sample: arithmetic, operand availability, result lists.
-    stats = StepStats()
-    for thread in results[0].trace.walk():
+    stats = root_stats = StepStats()
+    first_ok = None
+    first = results[0].trace
+    for thread in first.walk():
         if thread.calls:
-            stats = stats + step_stats(thread.transcript)
+            own = step_stats(thread.transcript)
+            stats = stats + own
+            if thread.id == first.root_id:
+                root_stats = own
+                first_ok = _first_step_reads_state(thread.transcript)
     malformed = sum(1 for t in results[0].trace.walk() if (t.reason or "").startswith("malformed spawn"))
     return ProblemResult(
         problem=str(problem),
@@ -169,7 +177,21 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
         reasons=[v.reason for v in verdicts],
         step_stats=stats.model_dump(),
         malformed_spawns=malformed,
+        root_step_stats=root_stats.model_dump(),
+        first_step_operands_available=first_ok,
     )
+
+
+def _first_step_reads_state(transcript: str) -> bool | None:
+    """Whether the first `Exploring Operation` line takes both operands from the state before it (`None`: no step)."""
+    from spawnjoin.tasks.countdown import step_stats
+
+    start = transcript.find("Exploring Operation: ")
+    if start < 0:
+        return None
+    end = transcript.find("\n", start)
+    stats = step_stats(transcript if end < 0 else transcript[:end])
+    return stats.steps == 1 and stats.operands_available == 1
 
 
 def summarize(cfg: EvalConfig, results: list[ProblemResult], seconds: float, skipped: int = 0) -> dict[str, Any]:
@@ -204,6 +226,11 @@ def summarize(cfg: EvalConfig, results: list[ProblemResult], seconds: float, ski
         "max_context": max((r.max_context for r in results), default=0),
         "wall_seconds": round(seconds, 1),
         "steps": _step_summary([r.step_stats for r in results]),
+        # The same pooled over root threads only, and whether each root's first step took its operands from the
+        # prompt's state (children's steps are `steps` minus these).
+        "root_steps": _step_summary([r.root_step_stats for r in results]),
+        "first_step_operands_available": mean([r.first_step_operands_available for r in results
+                                               if r.first_step_operands_available is not None]),
         "malformed_spawn_share": mean([r.malformed_spawns > 0 for r in results]),
         "failure_reasons": Counter(r.reasons[0].split(" (")[0][:60] for r in results if not r.correct).most_common(8),
         "results": [asdict(r) for r in results],

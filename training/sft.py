@@ -47,6 +47,7 @@ __all__ = [
     "build_model",
     "load_config",
     "load_rows",
+    "reading_rows",
     "run",
     "tokenize_rows",
     "train",
@@ -145,6 +146,48 @@ def arithmetic_rows(n_rows: int, *, lines: int = 64, numbers: tuple[int, ...] = 
     return ["".join(op + "\n" for op in ops[i * lines : (i + 1) * lines]) for i in range(n_rows)]
 
 
+_STATE_RE = re.compile(r"Current State: \d+:\[([^\]]*)\], Operations: \[[^\]]*\]\n$")
+_EXPANSION_LINE = ("Exploring Operation: ", "Generated Node #")
+
+
+def reading_rows(rows: list[dict[str, str]], n_rows: int, *, min_numbers: int = 3, seed: int = 0) -> list[dict[str, str]]:
+    """The state-reading corpus: a node's prompt and only the expansion lines that read its state.
+
+    A thread's first call opens with `Current State: T:[a, b, c], ...` in its prompt and writes `Exploring
+    Operation` / `Generated Node` lines whose operands and remaining numbers must be copied from that state. A row
+    here keeps the prompt and that leading run of lines and nothing after it (no spawn block, no `<eos>`: the
+    sequence is cut, not ended), so the copying gets several times more of the loss per token than whole calls give
+    it. Only states of at least `min_numbers` numbers are used (two-number states are read reliably already).
+
+    Args:
+        rows (`list[dict[str, str]]`): `prompt`/`completion` rows (thread calls) to cut from.
+        n_rows (`int`): Rows to make (sampled with repetition when fewer eligible calls exist).
+        min_numbers (`int`, *optional*, defaults to `3`): Smallest state size to use.
+        seed (`int`, *optional*, defaults to `0`): Seed of the sampling.
+
+    Returns:
+        `list[dict[str, str]]`: Rows with `prompt` (the node prompt) and `completion` (the expansion lines).
+    """
+    eligible = []
+    for row in rows:
+        state = _STATE_RE.search(row["prompt"])
+        if state is None or len(state.group(1).split(",")) < min_numbers:
+            continue
+        lines = row["completion"].splitlines(keepends=True)
+        kept = []
+        for line in lines:
+            if not line.startswith(_EXPANSION_LINE) or not line.endswith("\n"):
+                break
+            kept.append(line)
+        if kept:
+            eligible.append({"prompt": row["prompt"], "completion": "".join(kept)})
+    if n_rows and not eligible:
+        raise ValueError(f"no call opens on a state of {min_numbers}+ numbers with expansion lines to read it")
+    rng = random.Random(seed)
+    whole, rest = divmod(n_rows, len(eligible)) if eligible else (0, 0)
+    return eligible * whole + rng.sample(eligible, rest)
+
+
 def _result_mask(tokens: list[str]) -> list[int]:
     """1 on the tokens of each result and its line end (after `=` up to and including the newline)."""
     mask, inside = [], False
@@ -162,6 +205,7 @@ def tokenize_rows(
     arithmetic: list[str],
     tokenizer: PreTrainedTokenizerFast,
     *,
+    reading: list[dict[str, str]] | None = None,
     seed: int = 0,
 ) -> Dataset:
     """Tokenize calls and warm-up rows into a shuffled dataset with `input_ids` and `completion_mask`.
@@ -171,6 +215,8 @@ def tokenize_rows(
             with mask 1 on the completion and `<eos>`.
         arithmetic (`list[str]`): Warm-up rows; mask 1 on each result and its line end.
         tokenizer (`PreTrainedTokenizerFast`): The tokenizer (it prepends `<bos>`).
+        reading (`list[dict[str, str]]`, *optional*): State-reading rows (`reading_rows`): `<bos> prompt
+            completion` with mask 1 on the completion and no `<eos>` (the call goes on after them).
         seed (`int`, *optional*, defaults to `0`): Shuffle seed.
 
     Returns:
@@ -187,6 +233,12 @@ def tokenize_rows(
         for p, c in zip(prompts, completions, strict=True):
             ids.append(p + c + [eos])
             masks.append([0] * len(p) + [1] * (len(c) + 1))
+    if reading:
+        prompts = tokenizer([r["prompt"] for r in reading])["input_ids"]
+        completions = tokenizer([r["completion"] for r in reading], add_special_tokens=False)["input_ids"]
+        for p, c in zip(prompts, completions, strict=True):
+            ids.append(p + c)
+            masks.append([0] * len(p) + [1] * len(c))
     if arithmetic:
         encoded = tokenizer(arithmetic)["input_ids"]
         for seq in encoded:
@@ -459,11 +511,16 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
     rows = load_rows(cfg.train_files or [], cfg.train_weights, seed=data_seed)
     arith = arithmetic_rows(cfg.arithmetic_rows, lines=cfg.arithmetic_lines,
                             numbers=tuple(cfg.arithmetic_numbers), seed=data_seed) if cfg.arithmetic_rows else []
-    if not rows and not arith:
-        raise ValueError("no training data: set train_files and/or arithmetic_rows")
-    dataset = tokenize_rows(rows, arith, tokenizer, seed=data_seed)
+    reading = []
+    if cfg.reading_rows:
+        source = load_rows(cfg.reading_files, seed=data_seed) if cfg.reading_files else rows
+        reading = reading_rows(source, cfg.reading_rows, min_numbers=cfg.reading_min_numbers, seed=data_seed)
+    if not rows and not arith and not reading:
+        raise ValueError("no training data: set train_files, arithmetic_rows and/or reading_rows")
+    dataset = tokenize_rows(rows, arith, tokenizer, reading=reading, seed=data_seed)
     n_tokens = sum(len(x) for x in dataset["input_ids"])  # before causal packing adds filler
-    print(f"[sft] {len(rows)} calls + {len(arith)} arithmetic rows, {n_tokens} tokens", flush=True)
+    print(f"[sft] {len(rows)} calls + {len(arith)} arithmetic rows + {len(reading)} state-reading rows, "
+          f"{n_tokens} tokens", flush=True)
     if cfg.packing and cfg.packed_attention == "causal":
         dataset = pack_causal_rows(dataset, cfg.max_length, tokenizer.pad_token_id)
         cfg.packing = cfg.padding_free = False  # rows are packed already; the collator stacks them into a batch

@@ -44,6 +44,13 @@ class SpawnJoinSFTConfig(SFTConfig):
             Operation lines `x op y=z` per warm-up row; only `z` and the line end are trained.
         arithmetic_numbers (`list[int]`, *optional*, defaults to `[3, 4]`):
             Problem sizes whose symbolic searches supply the warm-up operations (their operand distribution).
+        reading_rows (`int`, *optional*, defaults to `0`):
+            Rows of the state-reading corpus to add (`training.sft.reading_rows`): a node prompt and only the
+            expansion lines that copy operands and remaining numbers from its state, without `<eos>`.
+        reading_files (`list[str]`, *optional*):
+            Where the state-reading rows are cut from (like `train_files`); unset uses the `train_files` rows.
+        reading_min_numbers (`int`, *optional*, defaults to `3`):
+            Smallest state (numbers in `Current State`) a state-reading row may open on.
         loss_on (`str`, *optional*, defaults to `"completion"`):
             `"completion"`: loss on what the model writes at inference (completion and `<eos>`); `"all"`: every
             token, prompts included, as the APR paper did.
@@ -105,6 +112,13 @@ class SpawnJoinSFTConfig(SFTConfig):
     arithmetic_numbers: list[int] = field(
         default_factory=lambda: [3, 4],
         metadata={"help": "Problem sizes whose searches supply the warm-up operations."},
+    )
+    reading_rows: int = field(default=0, metadata={"help": "Rows of the state-reading corpus to add."})
+    reading_files: list[str] | None = field(
+        default=None, metadata={"help": "Data the state-reading rows are cut from; unset uses train_files."}
+    )
+    reading_min_numbers: int = field(
+        default=3, metadata={"help": "Smallest state size a state-reading row may open on."}
     )
     loss_on: str = field(
         default="completion",

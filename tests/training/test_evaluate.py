@@ -7,7 +7,7 @@ import json
 import pytest
 
 from spawnjoin.backends.scripted import ScriptedBackend
-from spawnjoin.tasks.countdown import apr, make_split
+from spawnjoin.tasks.countdown import apr, make_split, root_prompt
 from training.evaluate import EvalConfig, evaluate
 
 
@@ -48,6 +48,33 @@ async def test_report_is_well_formed(tmp_path):
     assert report["steps"]["steps"] > 0 and report["steps"]["arithmetic_accuracy"] == 1.0  # solver arithmetic
     assert report["malformed_spawn_share"] == 0
     assert len(list((tmp_path / "traces").glob("*.json"))) == 6
+    assert report["first_step_operands_available"] == 1.0
+    assert 0 < report["root_steps"]["steps"] < report["steps"]["steps"]  # children's steps are the rest
+    assert report["root_steps"]["operands_available"] == 1.0
+
+
+async def test_root_steps_and_first_step_reading_are_reported_apart(tmp_path):
+    """A root whose first step uses a number that is not in its state is counted, and only against the root."""
+    problems = make_split("test", 4, numbers=3)
+    honest = _replay_backend(3, 4)
+    roots = {root_prompt(p) for p in problems}
+
+    def handler(request):
+        text = honest._handler(request)
+        if request.prompt in roots and len(roots) > 2:
+            roots.discard(request.prompt)  # misread the first two roots' first operand: 1000 is in no state
+            first = text.index("Exploring Operation: ") + len("Exploring Operation: ")
+            end = first + next(i for i, c in enumerate(text[first:]) if not c.isdigit())
+            text = text[:first] + "1000" + text[end:]
+        return text
+
+    report = await evaluate(EvalConfig(model="scripted", numbers=3, n=4), backend=ScriptedBackend(handler))
+    assert report["first_step_operands_available"] == 0.5
+    flags = [row["first_step_operands_available"] for row in report["results"]]
+    assert sorted(flags) == [False, False, True, True]
+    root, steps = report["root_steps"], report["steps"]
+    missing = round((1 - root["operands_available"]) * root["steps"])
+    assert missing == 2 == round((1 - steps["operands_available"]) * steps["steps"])  # children read theirs right
 
 
 async def test_samples_pass_at_n_and_self_consistency(tmp_path):

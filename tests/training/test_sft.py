@@ -16,6 +16,7 @@ from training.sft import (  # noqa: E402
     arithmetic_rows,
     load_config,
     load_rows,
+    reading_rows,
     stage_complete,
     tokenize_rows,
     train,
@@ -70,6 +71,34 @@ def test_tokenize_rows_masks_prompt(tokenizer, data_dir):
         assert mask[0] == 0 and mask[-1] == 1
         text = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m], skip_special_tokens=True)
         assert not text.startswith("Moving to Node")  # the prompt carries no loss
+
+
+def test_reading_rows_keep_only_the_lines_that_copy_a_big_state(tokenizer):
+    from spawnjoin.tasks.countdown import step_stats
+
+    calls = [
+        {"prompt": "Moving to Node #0\nCurrent State: 54:[15, 8, 66], Operations: []\n",
+         "completion": "Exploring Operation: 66-15=51, Resulting Numbers: [8, 51]\n"
+                       "Generated Node #0,0: 54:[8, 51] Operation: 66-15=51\n"
+                       "<Calling Sub Searches>\n<Start Sub Search 0 at level 1> Moving to Node #0,0\n"},
+        {"prompt": "Moving to Node #0,0\nCurrent State: 54:[8, 51], Operations: ['66-15=51']\n",  # 2 numbers
+         "completion": "Exploring Operation: 8+51=59, Resulting Numbers: [59]\n59,54 unequal: No Solution\n"},
+        {"prompt": "...<End Sub Searches>\n", "completion": "Moving to Node #0\n"},  # a later call: no state
+    ]
+    rows = reading_rows(calls, 3, seed=0)
+    assert rows == [{"prompt": calls[0]["prompt"], "completion": calls[0]["completion"].split("<Calling")[0]}] * 3
+    stats = step_stats(rows[0]["prompt"] + rows[0]["completion"])
+    assert stats.steps == 1 and stats.operands_available == 1
+    assert len(reading_rows(calls, 2, min_numbers=2, seed=0)) == 2
+    assert {r["prompt"] for r in reading_rows(calls, 8, min_numbers=2, seed=0)} == {c["prompt"] for c in calls[:2]}
+    with pytest.raises(ValueError, match="4\\+ numbers"):
+        reading_rows(calls, 1, min_numbers=4)
+    # A cut call goes on after its lines: the row trains the lines but no <eos>.
+    ds = tokenize_rows([], [], tokenizer, reading=rows[:1])
+    ids, mask = ds["input_ids"][0], ds["completion_mask"][0]
+    assert ids[-1] != tokenizer.eos_token_id and mask[-1] == 1
+    trained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+    assert trained == rows[0]["completion"]
 
 
 def test_load_rows_weights(data_dir):
