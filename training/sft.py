@@ -146,7 +146,6 @@ def arithmetic_rows(n_rows: int, *, lines: int = 64, numbers: tuple[int, ...] = 
     return ["".join(op + "\n" for op in ops[i * lines : (i + 1) * lines]) for i in range(n_rows)]
 
 
-_STATE_RE = re.compile(r"Current State: \d+:\[([^\]]*)\], Operations: \[[^\]]*\]\n$")
 _EXPANSION_LINE = ("Exploring Operation: ", "Generated Node #")
 
 
@@ -168,14 +167,15 @@ def reading_rows(rows: list[dict[str, str]], n_rows: int, *, min_numbers: int = 
     Returns:
         `list[dict[str, str]]`: Rows with `prompt` (the node prompt) and `completion` (the expansion lines).
     """
+    from spawnjoin.tasks.countdown.verify import STATE_RE
+
     eligible = []
     for row in rows:
-        state = _STATE_RE.search(row["prompt"])
-        if state is None or len(state.group(1).split(",")) < min_numbers:
+        state = STATE_RE.fullmatch(row["prompt"].rstrip("\n").rpartition("\n")[2])  # the prompt's last line
+        if state is None or len(state.group(2).split(", ")) < min_numbers:
             continue
-        lines = row["completion"].splitlines(keepends=True)
         kept = []
-        for line in lines:
+        for line in row["completion"].splitlines(keepends=True):
             if not line.startswith(_EXPANSION_LINE) or not line.endswith("\n"):
                 break
             kept.append(line)
@@ -224,21 +224,17 @@ def tokenize_rows(
     """
     from datasets import Dataset
 
-    eos = tokenizer.eos_token_id
     ids: list[list[int]] = []
     masks: list[list[int]] = []
-    if rows:
-        prompts = tokenizer([r["prompt"] for r in rows])["input_ids"]
-        completions = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
+    # Calls end with <eos>; state-reading rows are cut calls and end without one. Loss on completion (+ <eos>).
+    for batch, end in ((rows, [tokenizer.eos_token_id]), (reading or [], [])):
+        if not batch:
+            continue
+        prompts = tokenizer([r["prompt"] for r in batch])["input_ids"]
+        completions = tokenizer([r["completion"] for r in batch], add_special_tokens=False)["input_ids"]
         for p, c in zip(prompts, completions, strict=True):
-            ids.append(p + c + [eos])
-            masks.append([0] * len(p) + [1] * (len(c) + 1))
-    if reading:
-        prompts = tokenizer([r["prompt"] for r in reading])["input_ids"]
-        completions = tokenizer([r["completion"] for r in reading], add_special_tokens=False)["input_ids"]
-        for p, c in zip(prompts, completions, strict=True):
-            ids.append(p + c)
-            masks.append([0] * len(p) + [1] * len(c))
+            ids.append(p + c + end)
+            masks.append([0] * len(p) + [1] * (len(c) + len(end)))
     if arithmetic:
         encoded = tokenizer(arithmetic)["input_ids"]
         for seq in encoded:
