@@ -71,6 +71,9 @@ class DataConfig(BaseModel):
     beam: BeamRange = Field(default=BeamRange(low=1, high=5), description="Root beam size range.")
     sub_beam: BeamRange = Field(default=BeamRange(low=1, high=5), description="Child beam range (>= root beam).")
     spawn_prob: float = Field(default=0.9, ge=0, le=1, description="APR: probability of spawning when possible.")
+    spawn_levels: int = Field(
+        default=1, ge=1, description="APR: threads above this depth may spawn (1: only the root; 2: its children too)."
+    )
     spawn_order: Literal["heuristic", "generated"] = Field(
         default="heuristic", description="APR: order of sub searches in a spawn block (heuristic rank or #0,0, #0,1...)."
     )
@@ -112,7 +115,7 @@ def iter_trees(cfg: DataConfig) -> Iterator[TraceTree]:
         if cfg.style == "apr":
             tree = apr(
                 problem, beam_size=beam, sub_call_beam_size=cfg.sub_beam.draw(rng, beam), spawn_prob=cfg.spawn_prob,
-                spawn_order=cfg.spawn_order, sub_call_budget=cfg.sub_call_budget, rng=rng,
+                spawn_levels=cfg.spawn_levels, spawn_order=cfg.spawn_order, sub_call_budget=cfg.sub_call_budget, rng=rng,
             )
         else:
             tree = sos_plus(problem, beam_size=beam, sub_search_prob=cfg.sub_search_prob, rng=rng)
@@ -251,6 +254,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--sub-beam", type=BeamRange.parse, default=BeamRange(low=1, high=5),
                    help="child beam, N or MIN-MAX, drawn at least as large as the root beam (APR)")
     p.add_argument("--spawn-prob", type=float, default=0.9, help="probability of spawning when possible (APR)")
+    p.add_argument("--spawn-levels", type=int, default=1,
+                   help="depths that may spawn: 1 only the root (reference), 2 its children too (APR)")
     p.add_argument("--spawn-order", default="heuristic", choices=("heuristic", "generated"),
                    help="order of sub searches in a spawn block: heuristic rank (reference) or #0,0, #0,1, ... (APR)")
     p.add_argument("--sub-search-prob", type=float, default=0.5, help="probability of a sub-search (SoS+)")

@@ -103,6 +103,8 @@ class ProblemResult:
     malformed_spawns: int = 0
     root_step_stats: dict[str, Any] = field(default_factory=dict)
     first_step_operands_available: bool | None = None
+    root_spawned: bool = False
+    child_goal: bool = False
 
 
 def _claimed_operations(text: str) -> tuple[str, ...] | None:
@@ -155,7 +157,11 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
     stats = root_stats = StepStats()
     first_ok = None
     first = results[0].trace
+    root_spawned = child_goal = False
     for thread in first.walk():
+        if thread.parent_id is not None:
+            root_spawned = True
+            child_goal = child_goal or "equal: Goal Reached" in thread.transcript
         if thread.calls:
             own = step_stats(thread.transcript)
             stats = stats + own
@@ -179,6 +185,8 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
         malformed_spawns=malformed,
         root_step_stats=root_stats.model_dump(),
         first_step_operands_available=first_ok,
+        root_spawned=root_spawned,
+        child_goal=child_goal,
     )
 
 
@@ -232,6 +240,10 @@ def summarize(cfg: EvalConfig, results: list[ProblemResult], seconds: float, ski
         "first_step_operands_available": mean([r.first_step_operands_available for r in results
                                                if r.first_step_operands_available is not None]),
         "malformed_spawn_share": mean([r.malformed_spawns > 0 for r in results]),
+        # How often the root spawned at all, and how often a spawned thread claimed the goal but the root's final
+        # path did not verify (the search found it; the join or the path the root wrote lost it).
+        "root_spawn_share": mean([r.root_spawned for r in results]),
+        "child_goal_lost_share": mean([r.child_goal and not r.correct for r in results]),
         "failure_reasons": Counter(r.reasons[0].split(" (")[0][:60] for r in results if not r.correct).most_common(8),
         "results": [asdict(r) for r in results],
     }

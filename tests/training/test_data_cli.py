@@ -72,6 +72,21 @@ def test_solved_only_and_sub_call_budget(tmp_path):
         assert t.root.calls[0].context.startswith(f"Sub Call Budget: {t.num_children} Moving to Node #0\n")
 
 
+def test_spawn_levels_two_makes_every_state_of_three_numbers_spawn(tmp_path):
+    out = run_data(tmp_path, "--numbers", "4", "--beam", "3", "--sub-beam", "3", "--spawn-prob", "1.0",
+                   "--spawn-levels", "2", "--no-tokenizer")
+    trees = [TraceTree.model_validate_json(x) for x in (out / "train.trees.jsonl").read_text().splitlines()]
+    assert all({t.level for t in tree.threads()} == {0, 1, 2} for tree in trees)
+    # 1 root + 3 children + 3 grandchildren each: the children spawned instead of searching on
+    assert {tree.num_children for tree in trees} == {12}
+    rows = load(out / "train.jsonl")
+    grandchild = [r for r in rows if r["thread_path"].count(".") == 2]
+    assert grandchild and all(r["prompt"].count("'") == 4 for r in grandchild)  # two operations done
+    default = run_data(tmp_path / "one", "--numbers", "4", "--beam", "3", "--sub-beam", "3", "--spawn-prob", "1.0")
+    trees = [TraceTree.model_validate_json(x) for x in (default / "train.trees.jsonl").read_text().splitlines()]
+    assert {tree.num_children for tree in trees} == {3}
+
+
 def test_beam_range_and_budget_bins():
     assert BeamRange.parse("3") == BeamRange(low=3, high=3)
     r = BeamRange.parse("1-5")

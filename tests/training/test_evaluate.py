@@ -77,6 +77,31 @@ async def test_root_steps_and_first_step_reading_are_reported_apart(tmp_path):
     assert missing == 2 == round((1 - steps["operands_available"]) * steps["steps"])  # children read theirs right
 
 
+async def test_root_spawn_share_and_goals_lost_after_the_join():
+    """Roots that answer without spawning, and roots that drop a goal their children found, are counted."""
+    problems = make_split("test", 6, numbers=3)
+    solved = {root_prompt(p): apr(p, beam_size=5, sub_call_beam_size=5, spawn_prob=1.0, seed=i).solved
+              for i, p in enumerate(problems)}
+    serial = {root_prompt(p) for p in problems[:2]}
+    honest = _replay_backend(3, 6)
+
+    def handler(request):
+        if request.prompt in serial:
+            return "No solution found.\n"  # the root gives up without spawning
+        if "<Sub Searches>" in request.prompt:
+            return "Moving to Node #0\n1,2 equal: Goal Reached\n"  # every join is followed by a wrong path
+        return honest._handler(request)
+
+    report = await evaluate(EvalConfig(model="scripted", numbers=3, n=6), backend=ScriptedBackend(handler))
+    assert report["accuracy"] == 0
+    assert [row["root_spawned"] for row in report["results"]] == [False, False, True, True, True, True]
+    assert report["root_spawn_share"] == round(4 / 6, 3)
+    lost = sum(solved[root_prompt(p)] for p in problems[2:])
+    assert lost > 0
+    assert report["child_goal_lost_share"] == round(lost / 6, 3)
+    assert [row["child_goal"] for row in report["results"]][2:] == [solved[root_prompt(p)] for p in problems[2:]]
+
+
 async def test_samples_pass_at_n_and_self_consistency(tmp_path):
     cfg = EvalConfig(model="scripted", numbers=3, n=3, samples=2, temperature=1.0)
     report = await evaluate(cfg, backend=_replay_backend(3, 3, sabotage_every=2))
