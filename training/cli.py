@@ -19,6 +19,7 @@ COMMANDS: list[str] = [
     "training.grpo",
     "training.plots",
     "training.compare",
+    "training.probe",
 ]
 
 
