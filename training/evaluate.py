@@ -128,6 +128,7 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
     import spawnjoin
     from spawnjoin.backends.base import SamplingParams
     from spawnjoin.tasks.countdown import StepStats, root_prompt, step_stats, verify_path
+    from spawnjoin.tasks.countdown.verify import GOAL_RE
 
     prompt = root_prompt(problem, sub_call_budget=cfg.sub_call_budget)
     budget = spawnjoin.Budget(context_window=cfg.context_window, max_threads=cfg.max_threads,
@@ -161,7 +162,7 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
     for thread in first.walk():
         if thread.parent_id is not None:
             root_spawned = True
-            child_goal = child_goal or "equal: Goal Reached" in thread.transcript
+            child_goal = child_goal or GOAL_RE.search(thread.transcript) is not None
         if thread.calls:
             own = step_stats(thread.transcript)
             stats = stats + own
