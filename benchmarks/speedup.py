@@ -27,8 +27,21 @@ def row(report: dict) -> str:
     ratio = seq / total if total else 0.0
     return (
         f"{report['name']:<16} acc {report['accuracy']:6.1%}  total {total:8.0f}  sequential {seq:8.0f}  "
-        f"seq/total {ratio:5.2f}  threads {report['mean_threads']:5.1f}  latency {report['mean_latency_s']:6.2f} s"
+        f"seq/total {ratio:5.2f}  threads {report['mean_threads']:5.1f}  latency mean {report['mean_latency_s']:6.2f} s"
+        f" median {report.get('median_latency_s', _median_latency(report)):6.2f} s"
     )
+
+
+def _median_latency(report: dict) -> float:
+    import statistics
+
+    rows = report.get("results") or []
+    return statistics.median(r["latency"] for r in rows) if rows else 0.0
+
+
+def solved_within(report: dict, budget: float) -> int:
+    """Problems `report` solved with a wall latency of at most `budget` seconds."""
+    return sum(1 for r in report["results"] if r["correct"] and r["latency"] <= budget)
 
 
 def _common(report: dict, reports: list[dict]) -> dict:
@@ -41,7 +54,8 @@ def _common(report: dict, reports: list[dict]) -> dict:
     return {"name": report["name"], "problems": len(rows),
             "accuracy": mean("correct"), "mean_total_tokens": mean("total_tokens"),
             "mean_sequential_tokens": mean("sequential_tokens"), "mean_threads": mean("threads"),
-            "mean_latency_s": mean("latency")}
+            "mean_latency_s": mean("latency"), "median_latency_s": _median_latency({"results": rows}),
+            "results": rows}
 
 
 async def main() -> None:
@@ -80,6 +94,14 @@ async def main() -> None:
         print(f"accuracy difference (APR - SoS+): {100 * (apr['accuracy'] - sos['accuracy']):+.1f} points")
         if apr["mean_latency_s"]:
             print(f"latency ratio SoS+/APR: {sos['mean_latency_s'] / apr['mean_latency_s']:.2f}")
+        if apr["median_latency_s"]:
+            print(f"median latency ratio SoS+/APR: {sos['median_latency_s'] / apr['median_latency_s']:.2f}")
+        import statistics
+
+        budgets = statistics.quantiles([r["latency"] for r in sos["results"]], n=4) if len(sos["results"]) > 1 else []
+        for budget in budgets:
+            print(f"solved within {budget:6.2f} s (a quartile of SoS+'s latencies): "
+                  f"APR {solved_within(apr, budget)}, SoS+ {solved_within(sos, budget)}")
         if apr["mean_sequential_tokens"]:
             print(f"sequential tokens ratio SoS+/APR: {sos['mean_sequential_tokens'] / apr['mean_sequential_tokens']:.2f}")
     try:
