@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 from pathlib import Path
 
+from training.compare import compare, format_comparison
 from training.evaluate import EvalConfig, evaluate
 
 SHIPPED = Path(__file__).resolve().parents[1] / "spawnjoin" / "models" / "countdown-apr"
@@ -28,26 +30,17 @@ def row(report: dict) -> str:
     return (
         f"{report['name']:<16} acc {report['accuracy']:6.1%}  total {total:8.0f}  sequential {seq:8.0f}  "
         f"seq/total {ratio:5.2f}  threads {report['mean_threads']:5.1f}  latency mean {report['mean_latency_s']:6.2f} s"
-        f" median {report.get('median_latency_s', _median_latency(report)):6.2f} s"
+        f" median {report['median_latency_s'] if 'median_latency_s' in report else _median_latency(report):6.2f} s"
     )
 
 
 def _median_latency(report: dict) -> float:
-    import statistics
-
     rows = report.get("results") or []
     return statistics.median(r["latency"] for r in rows) if rows else 0.0
 
 
-def solved_within(report: dict, budget: float) -> int:
-    """Problems `report` solved with a wall latency of at most `budget` seconds."""
-    return sum(1 for r in report["results"] if r["correct"] and r["latency"] <= budget)
-
-
 def _common(report: dict, reports: list[dict]) -> dict:
     """`report` restricted to the problems every report finished (a time limit can leave some unstarted)."""
-    import statistics
-
     shared = set.intersection(*({r["problem"] for r in rep["results"]} for rep in reports))
     rows = [r for r in report["results"] if r["problem"] in shared]
     mean = (lambda key: statistics.fmean(r[key] for r in rows)) if rows else (lambda key: 0.0)
@@ -96,12 +89,9 @@ async def main() -> None:
             print(f"latency ratio SoS+/APR: {sos['mean_latency_s'] / apr['mean_latency_s']:.2f}")
         if apr["median_latency_s"]:
             print(f"median latency ratio SoS+/APR: {sos['median_latency_s'] / apr['median_latency_s']:.2f}")
-        import statistics
-
-        budgets = statistics.quantiles([r["latency"] for r in sos["results"]], n=4) if len(sos["results"]) > 1 else []
-        for budget in budgets:
-            print(f"solved within {budget:6.2f} s (a quartile of SoS+'s latencies): "
-                  f"APR {solved_within(apr, budget)}, SoS+ {solved_within(sos, budget)}")
+        # pairing, sign test and accuracy within latency budgets (here SoS+'s latency quartiles): `spawnjoin-train compare`
+        quartiles = statistics.quantiles([r["latency"] for r in sos["results"]], n=4) if len(sos["results"]) > 1 else None
+        print(format_comparison(compare(reports[0], reports[1], budgets=quartiles)))
         if apr["mean_sequential_tokens"]:
             print(f"sequential tokens ratio SoS+/APR: {sos['mean_sequential_tokens'] / apr['mean_sequential_tokens']:.2f}")
     try:
