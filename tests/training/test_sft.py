@@ -277,14 +277,16 @@ def test_shipped_recipes_parse_and_chain(recipe, monkeypatch):
     every training file is written by one of its own `generate_data` commands."""
     root = Path(__file__).parents[2]
     monkeypatch.chdir(root)
-    if "grpo" in recipe:  # a GRPO recipe starts from the final weights of an SFT recipe
+    if "grpo" in recipe:  # a GRPO recipe starts from the final weights of an SFT recipe or of another GRPO one
         from training.grpo_config import TreeGRPOConfig
         from training.sft import config_from
 
         cfg = config_from(f"training/recipes/{recipe}", {}, cls=TreeGRPOConfig)
-        sft_outputs = {f"{load_config(['--recipe', str(p)]).output_dir}/final"
-                       for p in Path("training/recipes").glob("*.yaml") if "grpo" not in p.name}
-        assert cfg.model_name_or_path in sft_outputs
+        outputs = {f"{load_config(['--recipe', str(p)]).output_dir}/final"
+                   for p in Path("training/recipes").glob("*.yaml") if "grpo" not in p.name}
+        outputs |= {f"{config_from(str(p), {}, cls=TreeGRPOConfig).output_dir}/final"
+                    for p in Path("training/recipes").glob("*grpo*.yaml") if p.name != recipe}
+        assert cfg.model_name_or_path in outputs
         return
     cfg = load_config(["--recipe", f"training/recipes/{recipe}"])
     if cfg.model_name_or_path:
