@@ -364,8 +364,10 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
     from spawnjoin.tasks.countdown import make_split, root_prompt
 
     from .callbacks import TimedSave, wall_clock
+    from .memory import fix_mmap_threshold
     from .sft import export_model
 
+    fix_mmap_threshold(cfg.malloc_mmap_threshold)
     if model is None:
         model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=torch.float32)
     if tokenizer is None:

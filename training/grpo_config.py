@@ -59,6 +59,13 @@ class TreeGRPOConfig(GRPOConfig):
             Deadline, `HH:MM` UTC today or epoch seconds: save a checkpoint, stop, and export `final` as usual.
         save_every_minutes (`float`, *optional*, defaults to `0`):
             Also checkpoint every this many minutes (0: only as `save_strategy` says).
+
+        > Memory
+
+        malloc_mmap_threshold (`int`, *optional*, defaults to `1048576`):
+            Bytes from which glibc serves (and on free returns) allocations with `mmap`, fixed for the run
+            (`training.memory.fix_mmap_threshold`); 0 keeps glibc's dynamic threshold, under which the resident set
+            of a long CPU run grows with freed memory the process keeps.
     """
 
     # Model and problems
@@ -91,6 +98,12 @@ class TreeGRPOConfig(GRPOConfig):
         default=None, metadata={"help": "Deadline, HH:MM UTC today or epoch seconds: save, stop, export final."}
     )
     save_every_minutes: float = field(default=0.0, metadata={"help": "Checkpoint every this many minutes (0: off)."})
+
+    # Memory
+    malloc_mmap_threshold: int = field(
+        default=1 << 20, metadata={"help": "Fixed glibc mmap threshold in bytes, so freed buffers leave the process "
+                                           "(0: glibc's dynamic threshold)."}
+    )
 
     # Defaults that differ from GRPOConfig: a small model on a CPU, one generation per optimizer step.
     use_cpu: bool = field(default=True, metadata={"help": "Train on the CPU (required on a machine with no GPU)."})
