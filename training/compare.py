@@ -3,7 +3,9 @@
 Two reports written by `spawnjoin-train eval` (say the APR model and the SoS+ baseline, same split, same `--n`,
 same `--concurrency`) are matched problem by problem. The command prints and returns:
 
-* accuracy of each on the common problems, how many both, only A and only B solved, and the exact two-sided sign
+* accuracy of each on the common problems (scored by `--score`: `first`, the first sample, which is the greedy
+  solve of a one-sample report; `pass`, some sample verifies; `sc`, the self-consistent answer verifies; for a
+  one-sample report all three are the same), how many both, only A and only B solved, and the exact two-sided sign
   test (McNemar's exact test) on the discordant problems: the chance of a split at least this uneven if either
   model were equally likely to be the one that wins a discordant problem;
 * mean total tokens, sequential tokens and latency of each, and the ratios B / A;
@@ -23,7 +25,10 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "compare", "format_comparison", "run", "sign_test"]
+__all__ = ["SCORES", "add_parser", "compare", "format_comparison", "run", "sign_test"]
+
+SCORES = {"first": "correct", "pass": "pass_at_n", "sc": "sc_at_n"}
+"""`--score` name -> per-problem field of an eval report."""
 
 _SAME_SETTINGS = ("numbers", "split", "context_window", "concurrency", "torch_threads", "temperature")
 
@@ -49,6 +54,17 @@ def _rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {json.dumps(r["problem"]): r for r in report["results"]}
 
 
+def _solved(report: dict[str, Any], field: str) -> dict[str, bool]:
+    """Problem -> solved under `field`; a one-sample report written before `pass_at_n`/`sc_at_n` uses `correct`."""
+    samples = report.get("config", {}).get("samples", 1)
+    solved = {}
+    for r in report["results"]:
+        if field not in r and samples not in (None, 1):
+            raise ValueError(f"report {report.get('name')!r} ({samples} samples) has no per-problem {field!r}")
+        solved[json.dumps(r["problem"])] = bool(r.get(field, r["correct"]))
+    return solved
+
+
 def _default_budgets(latencies: list[float], points: int = 8) -> list[float]:
     """Evenly spaced quantiles of all measured latencies, up to the largest."""
     ordered = sorted(latencies)
@@ -56,7 +72,8 @@ def _default_budgets(latencies: list[float], points: int = 8) -> list[float]:
     return sorted(round(t, 1) for t in picks)
 
 
-def compare(a: dict[str, Any], b: dict[str, Any], *, budgets: list[float] | None = None) -> dict[str, Any]:
+def compare(a: dict[str, Any], b: dict[str, Any], *, budgets: list[float] | None = None,
+            score: str = "first") -> dict[str, Any]:
     """Pair two eval reports on their common problems.
 
     Args:
@@ -64,18 +81,23 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, budgets: list[float] | None
         b (`dict`): Report B.
         budgets (`list[float]`, *optional*): Latency budgets in seconds; defaults to 8 quantiles of both reports'
             latencies.
+        score (`str`, *optional*, defaults to `"first"`): What counts as solved: `"first"` (the first sample),
+            `"pass"` (pass@N) or `"sc"` (self-consistency@N); see `SCORES`.
 
     Returns:
         `dict`: JSON-ready comparison (see the module docstring).
 
     Raises:
-        ValueError: The reports share no problem.
+        ValueError: The reports share no problem, `score` is unknown, or a report lacks the field it needs.
     """
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {sorted(SCORES)}, got {score!r}")
     rows_a, rows_b = _rows(a), _rows(b)
     common = [k for k in rows_a if k in rows_b]
     if not common:
         raise ValueError("the two reports share no problem: evaluate both on the same split and numbers")
-    pairs = [(rows_a[k], rows_b[k]) for k in common]
+    solved_a, solved_b = _solved(a, SCORES[score]), _solved(b, SCORES[score])
+    pairs = [({**rows_a[k], "correct": solved_a[k]}, {**rows_b[k], "correct": solved_b[k]}) for k in common]
     both = sum(ra["correct"] and rb["correct"] for ra, rb in pairs)
     a_only = sum(ra["correct"] and not rb["correct"] for ra, rb in pairs)
     b_only = sum(rb["correct"] and not ra["correct"] for ra, rb in pairs)
@@ -98,7 +120,7 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, budgets: list[float] | None
     config_a, config_b = a.get("config", {}), b.get("config", {})
     differing = [k for k in _SAME_SETTINGS if config_a.get(k) != config_b.get(k)]
     return {
-        "a": a.get("name"), "b": b.get("name"), "common": n,
+        "a": a.get("name"), "b": b.get("name"), "common": n, "score": score,
         "accuracy": {"a": round((both + a_only) / n, 3), "b": round((both + b_only) / n, 3)},
         "solved": {"both": both, "a_only": a_only, "b_only": b_only, "a": both + a_only, "b": both + b_only},
         "difference_points": round(100 * (a_only - b_only) / n, 1),
@@ -114,7 +136,7 @@ def format_comparison(c: dict[str, Any]) -> str:
     """The comparison as plain text lines (what the command prints)."""
     s, m = c["solved"], c["means"]
     lines = [
-        f"A = {c['a']}, B = {c['b']}: {c['common']} common problems",
+        f"A = {c['a']}, B = {c['b']}: {c['common']} common problems, solved = {c.get('score', 'first')}",
         f"solved: A {s['a']} ({100 * c['accuracy']['a']:.1f}%), B {s['b']} ({100 * c['accuracy']['b']:.1f}%); "
         f"both {s['both']}, A only {s['a_only']}, B only {s['b_only']}; A - B = {c['difference_points']:+.1f} points, "
         f"exact sign test p = {c['sign_test_p']:.4f}",
@@ -145,6 +167,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("b", help="report B")
     p.add_argument("--budgets", type=float, nargs="*", default=None, metavar="SECONDS",
                    help="latency budgets (default: 8 quantiles of the measured latencies)")
+    p.add_argument("--score", choices=sorted(SCORES), default="first",
+                   help="what counts as solved: first sample (default), pass@N or self-consistency@N")
     p.add_argument("--out", default=None, help="also write the comparison as JSON here")
     p.set_defaults(run=run)
     return p
@@ -161,11 +185,11 @@ def run(args: argparse.Namespace) -> int:
     """
     reports = [json.loads(Path(path).read_text()) for path in (args.a, args.b)]
     try:
-        result = compare(*reports, budgets=args.budgets)
+        result = compare(*reports, budgets=args.budgets, score=args.score)
     except ValueError as exc:
         print(f"spawnjoin-train compare: {exc}")
         return 2
-    print(format_comparison(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
+    print(format_comparison(result))
     return 0

@@ -67,3 +67,26 @@ def test_reports_without_common_problems_exit_2(tmp_path, capsys):
     (tmp_path / "b.json").write_text(json.dumps(_report("B", {"p2": (True, 1.0)}, numbers=4)))
     assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
     assert "share no problem" in capsys.readouterr().out
+
+
+def test_score_pairs_pass_and_self_consistency_of_sampled_reports(tmp_path, capsys):
+    """A sampled report is scored by its first sample, pass@N or sc@N; a greedy report by `correct` in all three."""
+    greedy = _report("APR", {"p1": (True, 1.0), "p2": (False, 1.0), "p3": (False, 1.0)})
+    sampled = _report("SoS+ x4", {"p1": (False, 2.0), "p2": (False, 2.0), "p3": (False, 2.0)}, samples=4)
+    for row, passed, consistent in zip(sampled["results"], (True, True, True), (False, True, True), strict=True):
+        row["pass_at_n"], row["sc_at_n"] = passed, consistent
+    assert compare(greedy, sampled)["solved"] == {"both": 0, "a_only": 1, "b_only": 0, "a": 1, "b": 0}
+    assert compare(greedy, sampled, score="sc")["solved"] == {"both": 0, "a_only": 1, "b_only": 2, "a": 1, "b": 2}
+    assert compare(greedy, sampled, score="pass")["solved"]["b"] == 3
+    with pytest.raises(ValueError, match="score must be one of"):
+        compare(greedy, sampled, score="best")
+    del sampled["results"][0]["sc_at_n"]
+    with pytest.raises(ValueError, match="4 samples"):
+        compare(greedy, sampled, score="sc")
+    sampled["results"][0]["sc_at_n"] = False
+    paths = []
+    for name, report in (("a.json", greedy), ("b.json", sampled)):
+        (tmp_path / name).write_text(json.dumps(report))
+        paths.append(str(tmp_path / name))
+    assert main(["compare", *paths, "--score", "sc"]) == 0
+    assert "solved = sc" in capsys.readouterr().out
