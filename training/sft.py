@@ -45,6 +45,7 @@ __all__ = [
     "add_parser",
     "arithmetic_rows",
     "build_model",
+    "join_rows",
     "load_config",
     "load_rows",
     "reading_rows",
@@ -183,6 +184,35 @@ def reading_rows(rows: list[dict[str, str]], n_rows: int, *, min_numbers: int = 
             eligible.append({"prompt": row["prompt"], "completion": "".join(kept)})
     if n_rows and not eligible:
         raise ValueError(f"no call opens on a state of {min_numbers}+ numbers with expansion lines to read it")
+    rng = random.Random(seed)
+    whole, rest = divmod(n_rows, len(eligible)) if eligible else (0, 0)
+    return eligible * whole + rng.sample(eligible, rest)
+
+
+def join_rows(rows: list[dict[str, str]], n_rows: int, *, seed: int = 0) -> list[dict[str, str]]:
+    """The join-reading corpus: whole calls that continue after a join in which a sub search reached the goal.
+
+    After `<End Sub Searches>` a parent must rewrite the winning sub search's path as its own (its node's
+    operation, then each line of the child's), copying operations and numbers out of the join. Held out, the
+    stage-6 model lost 99 of 500 4-number problems there: a thread reached the goal and the root's path did not
+    verify. These rows repeat exactly those calls (prompt with the join, completion and `<eos>`, as in
+    `train_files`), so that copy gets more of the loss than its share of the calls gives it.
+
+    Args:
+        rows (`list[dict[str, str]]`): `prompt`/`completion` rows (thread calls) to choose from.
+        n_rows (`int`): Rows to make (sampled with repetition when fewer eligible calls exist).
+        seed (`int`, *optional*, defaults to `0`): Seed of the sampling.
+
+    Returns:
+        `list[dict[str, str]]`: The chosen calls, unchanged.
+
+    Raises:
+        ValueError: If `n_rows > 0` and no call continues after a join that reached the goal.
+    """
+    eligible = [r for r in rows if "<End Sub Searches>" in r["prompt"]
+                and "<Goal Reached in Sub Search" in r["prompt"].rpartition("<Sub Searches>")[2]]
+    if n_rows and not eligible:
+        raise ValueError("no call continues after a join in which a sub search reached the goal")
     rng = random.Random(seed)
     whole, rest = divmod(n_rows, len(eligible)) if eligible else (0, 0)
     return eligible * whole + rng.sample(eligible, rest)
@@ -511,12 +541,16 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
     if cfg.reading_rows:
         source = load_rows(cfg.reading_files, seed=data_seed) if cfg.reading_files else rows
         reading = reading_rows(source, cfg.reading_rows, min_numbers=cfg.reading_min_numbers, seed=data_seed)
-    if not rows and not arith and not reading:
-        raise ValueError("no training data: set train_files, arithmetic_rows and/or reading_rows")
-    dataset = tokenize_rows(rows, arith, tokenizer, reading=reading, seed=data_seed)
+    joins = []
+    if cfg.join_rows:
+        source = load_rows(cfg.join_files, seed=data_seed) if cfg.join_files else rows
+        joins = join_rows(source, cfg.join_rows, seed=data_seed)
+    if not rows and not arith and not reading and not joins:
+        raise ValueError("no training data: set train_files, arithmetic_rows, reading_rows and/or join_rows")
+    dataset = tokenize_rows(rows + joins, arith, tokenizer, reading=reading, seed=data_seed)
     n_tokens = sum(len(x) for x in dataset["input_ids"])  # before causal packing adds filler
-    print(f"[sft] {len(rows)} calls + {len(arith)} arithmetic rows + {len(reading)} state-reading rows, "
-          f"{n_tokens} tokens", flush=True)
+    print(f"[sft] {len(rows)} calls + {len(joins)} join-reading calls + {len(arith)} arithmetic rows + "
+          f"{len(reading)} state-reading rows, {n_tokens} tokens", flush=True)
     if cfg.packing and cfg.packed_attention == "causal":
         dataset = pack_causal_rows(dataset, cfg.max_length, tokenizer.pad_token_id)
         cfg.packing = cfg.padding_free = False  # rows are packed already; the collator stacks them into a batch

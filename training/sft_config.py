@@ -51,6 +51,11 @@ class SpawnJoinSFTConfig(SFTConfig):
             Where the state-reading rows are cut from (like `train_files`); unset uses the `train_files` rows.
         reading_min_numbers (`int`, *optional*, defaults to `3`):
             Smallest state (numbers in `Current State`) a state-reading row may open on.
+        join_rows (`int`, *optional*, defaults to `0`):
+            Calls of the join-reading corpus to add (`training.sft.join_rows`): whole calls that continue after a
+            join in which a sub search reached the goal, where the parent copies the winning path.
+        join_files (`list[str]`, *optional*):
+            Where the join-reading calls are chosen from (like `train_files`); unset uses the `train_files` rows.
         loss_on (`str`, *optional*, defaults to `"completion"`):
             `"completion"`: loss on what the model writes at inference (completion and `<eos>`); `"all"`: every
             token, prompts included, as the APR paper did.
@@ -119,6 +124,10 @@ class SpawnJoinSFTConfig(SFTConfig):
     )
     reading_min_numbers: int = field(
         default=3, metadata={"help": "Smallest state size a state-reading row may open on."}
+    )
+    join_rows: int = field(default=0, metadata={"help": "Calls continuing after a goal-reaching join to add."})
+    join_files: list[str] | None = field(
+        default=None, metadata={"help": "Data the join-reading calls are chosen from; unset uses train_files."}
     )
     loss_on: str = field(
         default="completion",

@@ -14,6 +14,7 @@ from training.sft import (  # noqa: E402
     StageIncomplete,
     _result_mask,
     arithmetic_rows,
+    join_rows,
     load_config,
     load_rows,
     reading_rows,
@@ -101,6 +102,27 @@ def test_reading_rows_keep_only_the_lines_that_copy_a_big_state(tokenizer):
     assert trained == rows[0]["completion"]
 
 
+def test_join_rows_choose_whole_calls_after_a_join_that_reached_the_goal(data_dir):
+    """Only calls after a join with a `Goal Reached` sub search qualify (not the spawn call, not a join of dead
+    ends); they come back whole, repeated to the count asked for; the SFT data mix adds them to the calls."""
+    calls = load_rows([str(data_dir)])
+    chosen = join_rows(calls, 5, seed=0)
+    assert len(chosen) == 5 and all(c in calls for c in chosen)
+    for c in chosen:
+        join = c["prompt"].rpartition("<Sub Searches>")[2]
+        assert "<Goal Reached in Sub Search" in join and join.rstrip().endswith("<End Sub Searches>")
+    eligible = {json.dumps(c) for c in calls if c in join_rows(calls, 10 * len(calls), seed=1)}
+    dead_end = [c for c in calls if "<End Sub Searches>" in c["prompt"] and "<Goal Reached in Sub Search" not in
+                c["prompt"].rpartition("<Sub Searches>")[2]]
+    spawning = [c for c in calls if "<End Sub Searches>" not in c["prompt"]]
+    assert dead_end and spawning and eligible  # the 30 demonstrations have all three kinds
+    assert not any(json.dumps(c) in eligible for c in dead_end + spawning)
+    assert len(join_rows(calls, 2 * len(eligible) + 1, seed=0)) == 2 * len(eligible) + 1
+    with pytest.raises(ValueError, match="reached the goal"):
+        join_rows(spawning, 1)
+    assert join_rows(spawning, 0) == []
+
+
 def test_load_rows_weights(data_dir):
     full = load_rows([str(data_dir)])
     assert len(load_rows([str(data_dir)], [0.5])) == round(0.5 * len(full))
@@ -118,11 +140,12 @@ def test_recipe_then_flags(tmp_path):
         load_config(["--recipe", str(recipe)])
 
 
-def test_sft_loss_decreases_and_saves(tmp_path, data_dir):
+def test_sft_loss_decreases_and_saves(tmp_path, data_dir, capsys):
     cfg = load_config(overrides={
         "output_dir": str(tmp_path / "run"),
         "model_shape": "tiny",
         "train_files": [str(data_dir)],
+        "join_rows": 7,
         "arithmetic_rows": 4,
         "arithmetic_lines": 16,
         "max_length": 256,
@@ -136,6 +159,8 @@ def test_sft_loss_decreases_and_saves(tmp_path, data_dir):
         "export_dir": str(tmp_path / "export"),
     })
     final = train(cfg)
+    calls = len(load_rows([str(data_dir)]))
+    assert f"[sft] {calls} calls + 7 join-reading calls + 4 arithmetic rows" in capsys.readouterr().out
     state = json.loads((final / "trainer_state.json").read_text())
     losses = [e["loss"] for e in state["log_history"] if "loss" in e]
     assert len(losses) == 12
