@@ -97,10 +97,11 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, budgets: list[float] | None
     if not common:
         raise ValueError("the two reports share no problem: evaluate both on the same split and numbers")
     solved_a, solved_b = _solved(a, SCORES[score]), _solved(b, SCORES[score])
-    pairs = [({**rows_a[k], "correct": solved_a[k]}, {**rows_b[k], "correct": solved_b[k]}) for k in common]
-    both = sum(ra["correct"] and rb["correct"] for ra, rb in pairs)
-    a_only = sum(ra["correct"] and not rb["correct"] for ra, rb in pairs)
-    b_only = sum(rb["correct"] and not ra["correct"] for ra, rb in pairs)
+    pairs = [(rows_a[k], rows_b[k]) for k in common]
+    hits = [(solved_a[k], solved_b[k]) for k in common]
+    both = sum(ha and hb for ha, hb in hits)
+    a_only = sum(ha and not hb for ha, hb in hits)
+    b_only = sum(hb and not ha for ha, hb in hits)
     n = len(pairs)
 
     def mean(side: int, key: str) -> float:
@@ -113,9 +114,9 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, budgets: list[float] | None
         budgets = _default_budgets([p[s]["latency"] for p in pairs for s in (0, 1)])
     within = []
     for t in sorted(budgets):
-        solved_a = sum(ra["correct"] and ra["latency"] <= t for ra, _ in pairs)
-        solved_b = sum(rb["correct"] and rb["latency"] <= t for _, rb in pairs)
-        within.append({"latency_s": t, "a": solved_a, "b": solved_b})
+        within.append({"latency_s": t,
+                       "a": sum(ha and ra["latency"] <= t for (ra, _), (ha, _) in zip(pairs, hits, strict=True)),
+                       "b": sum(hb and rb["latency"] <= t for (_, rb), (_, hb) in zip(pairs, hits, strict=True))})
     ahead = all(w["a"] >= w["b"] for w in within) and any(w["a"] > w["b"] for w in within)
     config_a, config_b = a.get("config", {}), b.get("config", {})
     differing = [k for k in _SAME_SETTINGS if config_a.get(k) != config_b.get(k)]

@@ -150,6 +150,12 @@ def arithmetic_rows(n_rows: int, *, lines: int = 64, numbers: tuple[int, ...] = 
 _EXPANSION_LINE = ("Exploring Operation: ", "Generated Node #")
 
 
+def _repeat_sample(eligible: list[dict[str, str]], n_rows: int, seed: int) -> list[dict[str, str]]:
+    """`n_rows` of `eligible`: every one as many whole times as fit, the rest sampled without repetition."""
+    whole, rest = divmod(n_rows, len(eligible)) if eligible else (0, 0)
+    return eligible * whole + random.Random(seed).sample(eligible, rest)
+
+
 def reading_rows(rows: list[dict[str, str]], n_rows: int, *, min_numbers: int = 3, seed: int = 0) -> list[dict[str, str]]:
     """The state-reading corpus: a node's prompt and only the expansion lines that read its state.
 
@@ -184,9 +190,7 @@ def reading_rows(rows: list[dict[str, str]], n_rows: int, *, min_numbers: int = 
             eligible.append({"prompt": row["prompt"], "completion": "".join(kept)})
     if n_rows and not eligible:
         raise ValueError(f"no call opens on a state of {min_numbers}+ numbers with expansion lines to read it")
-    rng = random.Random(seed)
-    whole, rest = divmod(n_rows, len(eligible)) if eligible else (0, 0)
-    return eligible * whole + rng.sample(eligible, rest)
+    return _repeat_sample(eligible, n_rows, seed)
 
 
 def join_rows(rows: list[dict[str, str]], n_rows: int, *, seed: int = 0) -> list[dict[str, str]]:
@@ -213,9 +217,7 @@ def join_rows(rows: list[dict[str, str]], n_rows: int, *, seed: int = 0) -> list
                 and "<Goal Reached in Sub Search" in r["prompt"].rpartition("<Sub Searches>")[2]]
     if n_rows and not eligible:
         raise ValueError("no call continues after a join in which a sub search reached the goal")
-    rng = random.Random(seed)
-    whole, rest = divmod(n_rows, len(eligible)) if eligible else (0, 0)
-    return eligible * whole + rng.sample(eligible, rest)
+    return _repeat_sample(eligible, n_rows, seed)
 
 
 def _result_mask(tokens: list[str]) -> list[int]:

@@ -14,20 +14,16 @@ from training.memory import M_MMAP_THRESHOLD, fix_mmap_threshold
 
 
 class _FakeLibc:
+    """Stands in for `ctypes.CDLL("libc.so.6")`: records `mallopt` calls and returns `result`."""
+
     def __init__(self, result: int) -> None:
         self.calls: list[tuple[int, int]] = []
-        self.result = result
-        outer = self
 
-        class _Mallopt:
-            argtypes = None
-            restype = None
+        def mallopt(param: int, value: int) -> int:
+            self.calls.append((param, value))
+            return result
 
-            def __call__(self, param: int, value: int) -> int:
-                outer.calls.append((param, value))
-                return outer.result
-
-        self.mallopt = _Mallopt()
+        self.mallopt = mallopt
 
 
 @pytest.mark.parametrize(("result", "expected"), [(1, True), (0, False)])

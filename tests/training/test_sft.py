@@ -111,7 +111,8 @@ def test_join_rows_choose_whole_calls_after_a_join_that_reached_the_goal(data_di
     for c in chosen:
         join = c["prompt"].rpartition("<Sub Searches>")[2]
         assert "<Goal Reached in Sub Search" in join and join.rstrip().endswith("<End Sub Searches>")
-    eligible = {json.dumps(c) for c in calls if c in join_rows(calls, 10 * len(calls), seed=1)}
+    everything = {json.dumps(c) for c in join_rows(calls, 10 * len(calls), seed=1)}
+    eligible = {json.dumps(c) for c in calls} & everything
     dead_end = [c for c in calls if "<End Sub Searches>" in c["prompt"] and "<Goal Reached in Sub Search" not in
                 c["prompt"].rpartition("<Sub Searches>")[2]]
     spawning = [c for c in calls if "<End Sub Searches>" not in c["prompt"]]
