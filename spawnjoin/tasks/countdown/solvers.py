@@ -42,7 +42,7 @@ _PAIRS = {n: [(i, j, tuple(k for k in range(n) if k not in (i, j))) for i, j in 
 
 
 # Every permutation of range(n) for short lists, so a shuffle costs one random draw.
-_PERMS = [[()], [(0,)], *[list(permutations(range(n))) for n in range(2, 7)]]
+_PERMS: list[list[tuple[int, ...]]] = [[()], [(0,)], *[list(permutations(range(n))) for n in range(2, 7)]]
 
 
 class _Node:
