@@ -97,11 +97,10 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, budgets: list[float] | None
     if not common:
         raise ValueError("the two reports share no problem: evaluate both on the same split and numbers")
     solved_a, solved_b = _solved(a, SCORES[score]), _solved(b, SCORES[score])
-    pairs = [(rows_a[k], rows_b[k]) for k in common]
-    hits = [(solved_a[k], solved_b[k]) for k in common]
-    both = sum(ha and hb for ha, hb in hits)
-    a_only = sum(ha and not hb for ha, hb in hits)
-    b_only = sum(hb and not ha for ha, hb in hits)
+    pairs = [(rows_a[k], rows_b[k], solved_a[k], solved_b[k]) for k in common]  # (row a, row b, a solved, b solved)
+    both = sum(ha and hb for _, _, ha, hb in pairs)
+    a_only = sum(ha and not hb for _, _, ha, hb in pairs)
+    b_only = sum(hb and not ha for _, _, ha, hb in pairs)
     n = len(pairs)
 
     def mean(side: int, key: str) -> float:
@@ -112,11 +111,9 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, budgets: list[float] | None
         m["b_over_a"] = round(m["b"] / m["a"], 3) if m["a"] else None
     if budgets is None:
         budgets = _default_budgets([p[s]["latency"] for p in pairs for s in (0, 1)])
-    within = []
-    for t in sorted(budgets):
-        within.append({"latency_s": t,
-                       "a": sum(ha and ra["latency"] <= t for (ra, _), (ha, _) in zip(pairs, hits, strict=True)),
-                       "b": sum(hb and rb["latency"] <= t for (_, rb), (_, hb) in zip(pairs, hits, strict=True))})
+    within = [{"latency_s": t,
+               "a": sum(ha and ra["latency"] <= t for ra, _, ha, _ in pairs),
+               "b": sum(hb and rb["latency"] <= t for _, rb, _, hb in pairs)} for t in sorted(budgets)]
     ahead = all(w["a"] >= w["b"] for w in within) and any(w["a"] > w["b"] for w in within)
     config_a, config_b = a.get("config", {}), b.get("config", {})
     differing = [k for k in _SAME_SETTINGS if config_a.get(k) != config_b.get(k)]
