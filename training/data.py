@@ -78,6 +78,10 @@ class DataConfig(BaseModel):
         default="heuristic", description="APR: order of sub searches in a spawn block (heuristic rank or #0,0, #0,1...)."
     )
     sub_search_prob: float = Field(default=0.5, ge=0, le=1, description="SoS+: probability of a sub-search.")
+    final_path: Literal["root", "node"] = Field(
+        default="root",
+        description="After a goal: rewrite the path from the start node (reference) or write only the goal's last node.",
+    )
     sub_call_budget: bool = Field(default=False, description="APR: prefix root prompts with 'Sub Call Budget: N '.")
     token_budget: bool = Field(default=False, description="SoS+: prefix prompts with 'Token Budget: B '.")
     solved_only: bool = Field(default=False, description="Keep only trees that reach the goal.")
@@ -115,10 +119,13 @@ def iter_trees(cfg: DataConfig) -> Iterator[TraceTree]:
         if cfg.style == "apr":
             tree = apr(
                 problem, beam_size=beam, sub_call_beam_size=cfg.sub_beam.draw(rng, beam), spawn_prob=cfg.spawn_prob,
-                spawn_levels=cfg.spawn_levels, spawn_order=cfg.spawn_order, sub_call_budget=cfg.sub_call_budget, rng=rng,
+                spawn_levels=cfg.spawn_levels, spawn_order=cfg.spawn_order, sub_call_budget=cfg.sub_call_budget,
+                final_path=cfg.final_path, rng=rng,
             )
         else:
-            tree = sos_plus(problem, beam_size=beam, sub_search_prob=cfg.sub_search_prob, rng=rng)
+            tree = sos_plus(
+                problem, beam_size=beam, sub_search_prob=cfg.sub_search_prob, final_path=cfg.final_path, rng=rng
+            )
         if cfg.solved_only and not tree.solved:
             continue
         yield tree
@@ -259,6 +266,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--spawn-order", default="heuristic", choices=("heuristic", "generated"),
                    help="order of sub searches in a spawn block: heuristic rank (reference) or #0,0, #0,1, ... (APR)")
     p.add_argument("--sub-search-prob", type=float, default=0.5, help="probability of a sub-search (SoS+)")
+    p.add_argument("--final-path", default="root", choices=("root", "node"),
+                   help="after a goal: the path from the start node (reference) or only the goal's last node")
     p.add_argument("--sub-call-budget", action="store_true", help="prefix root prompts with 'Sub Call Budget: N '")
     p.add_argument("--token-budget", action="store_true", help="prefix SoS+ prompts with 'Token Budget: B '")
     p.add_argument("--solved-only", action="store_true", help="keep only trees that reach the goal")

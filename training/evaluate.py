@@ -3,7 +3,9 @@
 Every problem is solved with `spawnjoin.solve(prompt, backend=EmbeddedBackend(model_dir), dialect="apr",
 budget=Budget(context_window=..., ...))`; many solves run concurrently (`asyncio.gather` under a semaphore) so the
 embedded engine batches their requests. A solve is correct when the Countdown verifier accepts the final path of
-the root's transcript (`verify_path`), which replays every line from the problem's numbers.
+the root's transcript (`verify_path`), which replays every operation of it from the problem's numbers. The rule
+is `--path-rule`: `node` (default; the path may start at any node, its `Operations` list replayed) or `root` (the
+reference's: the path is rewritten from `Node #0`); every report also counts the problems the `root` rule accepts.
 
 A serialized (SoS+) model runs through the same runtime and dialect: it never writes a spawn block, so its solve is
 one thread. With `--samples N` each problem is solved N times (temperature sampling, concurrently) and scored two
@@ -55,6 +57,8 @@ class EvalConfig:
             evaluation fits a time slot. The problems solved are the first ones of the split, in order.
         out (`str`, *optional*): Write the JSON report here.
         traces_dir (`str`, *optional*): Also write every solve's trace here.
+        path_rule (`str`, *optional*, defaults to `"node"`): Verifier rule for the final path (`node` or `root`,
+            see `spawnjoin.tasks.countdown.verify_path`).
     """
 
     model: str
@@ -74,8 +78,11 @@ class EvalConfig:
     time_limit: float | None = None
     out: str | None = None
     traces_dir: str | None = None
+    path_rule: str = "node"
 
     def __post_init__(self) -> None:
+        if self.path_rule not in ("node", "root"):
+            raise ValueError(f"path_rule must be 'node' or 'root', not {self.path_rule!r}")
         if self.split == "train":
             raise ValueError("evaluate on 'test' or 'validation'; the train split is what models were trained on")
         if self.samples > 1 and self.temperature == 0:
@@ -105,20 +112,21 @@ class ProblemResult:
     first_step_operands_available: bool | None = None
     root_spawned: bool = False
     child_goal: bool = False
+    root_rule_correct: bool | None = None
 
 
 def _claimed_operations(text: str) -> tuple[str, ...] | None:
     """The operations of the final path a transcript claims (verified or not), for self-consistency votes."""
-    from spawnjoin.dialects.apr import JOIN_CLOSE
+    from spawnjoin.tasks.countdown.verify import EXPLORE_RE, STATE_RE, _final_path_lines
 
-    cut = text.rfind(JOIN_CLOSE)
-    region = text[cut:] if cut >= 0 else text
-    if "Goal Reached" not in region:
+    lines = _final_path_lines(text, "node")
+    if isinstance(lines, str):
         return None
-    start = region.rfind("Moving to Node #0\n")
-    ops = []
-    for line in region[max(start, 0):].splitlines():
-        if line.startswith("Exploring Operation: "):
+    ops: list[str] = []
+    for k, line in enumerate(lines):
+        if k == 1 and (state := STATE_RE.fullmatch(line)):  # the path's first node lists the operations before it
+            ops.extend(op.strip(" '") for op in state.group(3).strip("[]").split(",") if op.strip(" '"))
+        elif EXPLORE_RE.fullmatch(line):
             ops.append(line.split(",")[0].removeprefix("Exploring Operation: "))
     return tuple(ops) or None
 
@@ -147,7 +155,7 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
     results = await asyncio.gather(*(one(k) for k in range(cfg.samples)))
     if any(r is None for r in results):
         return None
-    verdicts = [verify_path(problem, r.text) for r in results]
+    verdicts = [verify_path(problem, r.text, rule=cfg.path_rule) for r in results]  # type: ignore[arg-type]
     votes = Counter(ops for r in results if (ops := _claimed_operations(r.text)) is not None)
     sc = False
     if votes:
@@ -188,6 +196,7 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
         first_step_operands_available=first_ok,
         root_spawned=root_spawned,
         child_goal=child_goal,
+        root_rule_correct=verify_path(problem, results[0].text, rule="root").ok,
     )
 
 
@@ -226,6 +235,8 @@ def summarize(cfg: EvalConfig, results: list[ProblemResult], seconds: float, ski
         "problems": n,
         "skipped": skipped,
         "accuracy": mean([r.correct for r in results]),
+        # the same solves under the reference's rule (final path rewritten from Node #0)
+        "accuracy_root_rule": mean([bool(r.root_rule_correct) for r in results]),
         f"pass@{cfg.samples}": mean([r.pass_at_n for r in results]),
         f"sc@{cfg.samples}": mean([r.sc_at_n for r in results]),
         "mean_total_tokens": mean([r.total_tokens for r in results]),
@@ -331,6 +342,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ("time_limit", float, "seconds; problems not started by then are skipped"),
         ("out", str, "write the JSON report here"),
         ("traces_dir", str, "write every solve's trace here"),
+        ("path_rule", str, "final-path rule of the verifier: node or root"),
     ]:
         default = getattr(defaults, name) if name != "name" else None
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=default,

@@ -97,6 +97,44 @@ def test_every_sos_trace_verifies(seed, numbers, beam, prob):
         assert not starts
 
 
+@settings(max_examples=80, deadline=None)
+@given(seed=seeds, numbers=sizes, beam=st.integers(2, 5), levels=st.sampled_from([1, 2]))
+def test_node_final_path_is_a_copy_of_the_winning_join_entry(seed, numbers, beam, levels):
+    tree = apr(problem_for(seed, numbers), beam_size=beam, spawn_prob=1.0, spawn_levels=levels, final_path="node",
+               seed=seed)
+    check_tree(tree)
+    for thread in tree.threads():
+        if not thread.solved:
+            continue
+        path = returned_path(thread.text)
+        assert path.count("Moving to Node #") == 1 and path.count("Exploring Operation") == 1
+        last = thread.calls[-1]
+        if len(thread.calls) > 1 and "<Goal Reached in Sub Search" in last.context:
+            # after a join that reached the goal, the parent writes the goal line and copies the first winning entry
+            entry = last.context.split("<Goal Reached in Sub Search", 1)[1].split(">\n", 1)[1]
+            assert last.target.endswith(path) and entry.startswith(path)
+    same = apr(problem_for(seed, numbers), beam_size=beam, spawn_prob=1.0, spawn_levels=levels, seed=seed)
+    assert same.solved == tree.solved  # the rule changes what is written after a goal, not the search
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, numbers=sizes, beam=beams)
+def test_sos_node_final_path_is_the_goal_node_only(seed, numbers, beam):
+    tree = sos_plus(problem_for(seed, numbers), beam_size=beam, final_path="node", seed=seed)
+    check_tree(tree)
+    if tree.solved:
+        path = returned_path(tree.root.text)
+        assert path.count("Moving to Node #") == 1 and path.count("Exploring Operation") == 1
+        assert not verify_path(tree.problem, tree.root.text, rule="root").ok or "Moving to Node #0\n" in path
+
+
+def test_final_path_must_be_root_or_node():
+    with pytest.raises(ValueError, match="final_path"):
+        apr(Problem(numbers=[4, 9, 3], target=24), final_path="leaf")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="final_path"):
+        sos_plus(Problem(numbers=[4, 9, 3], target=24), final_path="leaf")  # type: ignore[arg-type]
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=seeds, numbers=sizes, beam=st.integers(2, 6))
 def test_spawn_order_generated_lists_nodes_as_written(seed, numbers, beam):

@@ -97,11 +97,57 @@ def test_copied_child_claim_with_wrong_parent_arithmetic_is_rejected():
     bad_path = PATH.replace("9-3=6, Resulting Numbers: [4, 6]", "9-4=6, Resulting Numbers: [3, 6]")
     v = verify_path(P, BEFORE_SPAWN + JOIN + "24,24 equal: Goal Reached\n" + bad_path)
     assert not v.ok
-    # Writing only the child's path (not from the root) after the join is not a solution either.
-    v = verify_path(P, BEFORE_SPAWN + JOIN + "24,24 equal: Goal Reached\n" + CHILD_PATH)
+    # Under the reference's rule, writing only the child's path (not from the root) after the join is not a
+    # solution either; under the `node` rule it is, because its operations list is replayed (next test).
+    v = verify_path(P, BEFORE_SPAWN + JOIN + "24,24 equal: Goal Reached\n" + CHILD_PATH, rule="root")
     assert not v.ok and "root" in v.reason
     # Nor is stopping right after the join: the child's claim inside the join block does not count.
     assert not verify_path(P, BEFORE_SPAWN + JOIN).ok
+
+
+def test_node_rule_replays_the_listed_operations_of_a_path_from_any_node():
+    text = BEFORE_SPAWN + JOIN + "24,24 equal: Goal Reached\n" + CHILD_PATH
+    v = verify_path(P, text)
+    assert v.ok, v.reason
+    assert v.operations == ["9-3=6", "4*6=24"] and v.expression == "4*(9-3)"
+    for old, new, why in [
+        ("Operations: ['9-3=6']", "Operations: ['9-3=7']", "is wrong"),
+        ("Operations: ['9-3=6']", "Operations: ['8-2=6']", "not both available"),
+        ("Operations: ['9-3=6']", "Operations: ['9-3=6', '4+6=10']", "state numbers"),
+        ("Operations: ['9-3=6']", "Operations: ['9-3=6'", "expected 'Current State"),
+        ("Operations: ['9-3=6']", "Operations: ['9-3']", "malformed"),
+        ("Current State: 24:[4, 6]", "Current State: 24:[4, 9]", "state numbers"),
+    ]:
+        bad = BEFORE_SPAWN + JOIN + "24,24 equal: Goal Reached\n" + CHILD_PATH.replace(old, new)
+        v = verify_path(P, bad)
+        assert not v.ok and why in v.reason, (new, v.reason)
+    # Every line written after the previous goal line is checked: a full path from Node #0 whose first step is
+    # wrong fails even though its last node lists the right operations.
+    bad_first = PATH.replace("9-3=6, Resulting Numbers: [4, 6]", "9-3=7, Resulting Numbers: [4, 6]")
+    assert not verify_path(P, BEFORE_SPAWN + JOIN + "24,24 equal: Goal Reached\n" + bad_first).ok
+    with pytest.raises(ValueError, match="rule"):
+        verify_path(P, text, rule="any")  # type: ignore[arg-type]
+
+
+def test_root_rule_passes_imply_node_rule_passes():
+    for text in (ROOT_TEXT, PATH, ROOT_TEXT + "Exit Sub Search at level 1\n"):
+        assert verify_path(P, text, rule="root").ok and verify_path(P, text, rule="node").ok
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), numbers=st.sampled_from([3, 4]), style=st.sampled_from(["apr", "sos"]))
+def test_node_format_demonstrations_verify_only_under_the_node_rule(seed, numbers, style):
+    problem = make_split("validation", 1, numbers=numbers, seed=seed)[0]
+    if style == "apr":
+        tree = apr(problem, beam_size=3, spawn_prob=1.0, spawn_levels=2, final_path="node", seed=seed)
+    else:
+        tree = sos_plus(problem, beam_size=3, final_path="node", seed=seed)
+    assume(tree.solved)
+    text = tree.root.text
+    assert verify_path(problem, text).ok
+    tail = text[text.rfind("equal: Goal Reached", 0, len(text) - 30):]
+    if tail.count("Moving to Node") == 1 and "Moving to Node #0\n" not in tail:
+        assert not verify_path(problem, text, rule="root").ok
 
 
 def test_missing_goal_and_trailing_text_are_rejected():

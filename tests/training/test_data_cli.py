@@ -87,6 +87,22 @@ def test_spawn_levels_two_makes_every_state_of_three_numbers_spawn(tmp_path):
     assert {tree.num_children for tree in trees} == {3}
 
 
+def test_final_path_node_shortens_what_follows_a_goal(tmp_path):
+    args = ("--split", "train", "--numbers", "4", "--seed", "3", "--spawn-prob", "1.0", "--spawn-levels", "2")
+    node = load(run_data(tmp_path / "node", *args, "--final-path", "node") / "train.jsonl")
+    root = load(run_data(tmp_path / "root", *args) / "train.jsonl")
+    assert len(node) == len(root)  # the same searches and calls
+    after_join = [r for r in node if "<End Sub Searches>" in r["prompt"] and r["completion"].startswith(
+        tuple(f"{t},{t} equal: Goal Reached" for t in range(10, 101)))]
+    assert after_join
+    for r in after_join:  # a parent after a successful join copies the winning entry's four lines
+        path = r["completion"].split("\n", 1)[1]
+        assert path.count("\n") == 4 and path in r["prompt"]
+    assert sum(map(len, node["completion"])) < sum(map(len, root["completion"]))
+    with pytest.raises(SystemExit):
+        main(["data", "countdown", "--out", str(tmp_path / "x"), "--final-path", "leaf"])
+
+
 def test_beam_range_and_budget_bins():
     assert BeamRange.parse("3") == BeamRange(low=3, high=3)
     r = BeamRange.parse("1-5")

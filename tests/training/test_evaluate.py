@@ -11,12 +11,12 @@ from spawnjoin.tasks.countdown import apr, make_split, root_prompt
 from training.evaluate import EvalConfig, evaluate
 
 
-def _replay_backend(numbers: int, n: int, *, sabotage_every: int = 0) -> ScriptedBackend:
+def _replay_backend(numbers: int, n: int, *, sabotage_every: int = 0, final_path: str = "root") -> ScriptedBackend:
     """Answers every call of the APR solver's trees for the first n test problems; optionally every k-th root
     continuation claims a wrong path, so the report has failures too."""
     answers = {}
     for i, problem in enumerate(make_split("test", n, numbers=numbers)):
-        tree = apr(problem, beam_size=5, sub_call_beam_size=5, spawn_prob=1.0, seed=i)
+        tree = apr(problem, beam_size=5, sub_call_beam_size=5, spawn_prob=1.0, final_path=final_path, seed=i)
         answers.update({c.context: c.target for t in tree.threads() for c in t.calls})
     seen = {"roots": 0}
 
@@ -108,6 +108,25 @@ async def test_samples_pass_at_n_and_self_consistency(tmp_path):
     assert report["pass@2"] >= report["accuracy"]
     for row in report["results"]:
         assert len(row["statuses"]) == 2
+
+
+async def test_path_rules_score_node_format_answers():
+    """Node-format roots copy the join's last node: `node` accepts them, `root` does not, and the report says so."""
+    node = await evaluate(EvalConfig(model="scripted", numbers=3, n=6), backend=_replay_backend(3, 6, final_path="node"))
+    solved = [r for r in node["results"] if r["correct"]]
+    assert solved and node["accuracy"] > node["accuracy_root_rule"]
+    # the vote for self-consistency reads the whole claimed path, including the operations listed in its first node
+    from training.evaluate import _claimed_operations
+
+    text = ("<End Sub Searches>\n24,24 equal: Goal Reached\nMoving to Node #0,1\n"
+            "Current State: 24:[4, 6], Operations: ['9-3=6']\nExploring Operation: 4*6=24, Resulting Numbers: [24]\n"
+            "24,24 equal: Goal Reached\n")
+    assert _claimed_operations(text) == ("9-3=6", "4*6=24")
+    root = await evaluate(EvalConfig(model="scripted", numbers=3, n=6, path_rule="root"),
+                          backend=_replay_backend(3, 6))
+    assert root["accuracy"] == root["accuracy_root_rule"] > 0
+    with pytest.raises(ValueError, match="path_rule"):
+        EvalConfig(model="m", path_rule="leaf")
 
 
 def test_train_split_is_refused():

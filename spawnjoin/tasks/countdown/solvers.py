@@ -36,6 +36,9 @@ from .format import (
 from .problems import Problem
 from .trace import Call, ThreadDemo, TraceTree
 
+FinalPath = Literal["root", "node"]
+"""What a thread writes after its goal line: the path from its start node, or only the goal's last node."""
+
 # For a state of n numbers: (i, j, indices of the other numbers) for every pair i < j.
 _PAIRS = {n: [(i, j, tuple(k for k in range(n) if k not in (i, j))) for i, j in combinations(range(n), 2)]
           for n in range(2, 12)}  # slots (4 per pair) must fit in 8 bits: at most 11 numbers
@@ -77,10 +80,13 @@ class _Node:
 class _Search:
     """State shared by one solver run: target, heuristic table, randomness."""
 
-    def __init__(self, problem: Problem, rng: random.Random) -> None:
+    def __init__(self, problem: Problem, rng: random.Random, final_path: FinalPath = "root") -> None:
+        if final_path not in ("root", "node"):
+            raise ValueError(f"final_path must be 'root' or 'node', not {final_path!r}")
         self.target = problem.target
         self.table = factor_distance_table(problem.target)
         self.rng = rng
+        self.final_path = final_path
         nums = tuple(problem.numbers)
         self.root = _Node(nums, self.dist_sum(nums), "", None)
 
@@ -212,6 +218,12 @@ class _Search:
         generated.sort(key=_by_h)
         return None, generated
 
+    def final(self, goal: _Node, start: _Node) -> str:
+        """The solution path a thread writes after its goal line: from ``start``, or only the goal's last node."""
+        if self.final_path == "node" and goal.parent is not None:
+            return self.path(goal, goal.parent)
+        return self.path(goal, start)
+
     def path(self, goal: _Node, start: _Node) -> str:
         """The path from ``start`` to ``goal``, ending with the ``Goal Reached`` line."""
         chain = [goal]
@@ -259,7 +271,7 @@ def _sos(s: _Search, start: _Node, beam: int, prob: float, level: int, out: list
             goal, generated = s.explore(node, beam, out)
             if goal is not None:
                 out.append(f"{goal.nums[0]},{s.target} equal: Goal Reached\n")
-                out.append(s.path(goal, s.root))
+                out.append(s.final(goal, s.root))
                 return True
             if generated and s.rng.random() < prob:
                 for kid in generated:
@@ -287,6 +299,7 @@ def sos_plus(
     beam_size: int = 3,
     sub_search_prob: float = 0.5,
     token_budget: int | None = None,
+    final_path: FinalPath = "root",
     rng: random.Random | None = None,
     seed: int | None = None,
 ) -> TraceTree:
@@ -297,13 +310,16 @@ def sos_plus(
         beam_size (int): Nodes popped per step and successors kept per node. Defaults to 3.
         sub_search_prob (float): Probability of a depth-first sub-search on a node's children. Defaults to 0.5.
         token_budget (int | None): Optional ``Token Budget: B `` prefix on the prompt.
+        final_path (str): What follows the goal line: ``"root"`` rewrites the path from ``Node #0`` (the
+            reference format), ``"node"`` only the goal's last node, whose ``Operations`` list holds the path
+            (docs/apr-format.md). Defaults to ``"root"``.
         rng (random.Random | None): Randomness; wins over ``seed``.
         seed (int | None): Seed for a fresh generator when ``rng`` is not given.
 
     Returns:
         TraceTree: A ``style="sos"`` tree whose root has a single call.
     """
-    s = _Search(problem, _rng(rng, seed))
+    s = _Search(problem, _rng(rng, seed), final_path)
     out: list[str] = []
     solved = _sos(s, s.root, beam_size, sub_search_prob, 0, out)
     first = out[0]  # the root's Current State line belongs to the prompt
@@ -352,7 +368,7 @@ def _apr_thread(
                 goal = s.explore_last(node, beam, out)
                 if goal is not None:
                     out.append(f"{t},{t} equal: Goal Reached\n")
-                    out.append(s.path(goal, start))
+                    out.append(s.final(goal, start))
                     break
                 if k + 1 < len(batch):
                     out.append(f"Moving to Node #{batch[k + 1].idx}\n")
@@ -360,7 +376,7 @@ def _apr_thread(
             goal, generated = s.explore(node, beam, out)
             if goal is not None:
                 out.append(f"{t},{t} equal: Goal Reached\n")
-                out.append(s.path(goal, start))
+                out.append(s.final(goal, start))
                 break
             if level < cfg.spawn_levels and len(generated) > 1 and s.rng.random() < cfg.prob:
                 if not cfg.by_heuristic:  # spawn in the order the nodes were generated: #0,0, #0,1, ...
@@ -377,7 +393,7 @@ def _apr_thread(
                     context=history, target=gen + spawn_block([g.idx for g in generated], level=level + 1)
                 ))
                 joins = [
-                    join_entry(i, kid.idx, None if g is None else s.path(g, kid), level=level + 1)
+                    join_entry(i, kid.idx, None if g is None else s.final(g, kid), level=level + 1)
                     for i, (kid, g) in enumerate(zip(generated, results, strict=True))
                 ]
                 history = history + gen + JOIN_OPEN + "".join(joins) + JOIN_CLOSE
@@ -385,7 +401,7 @@ def _apr_thread(
                 goal = next((g for g in results if g is not None), None)
                 if goal is not None:
                     out.append(f"{t},{t} equal: Goal Reached\n")
-                    out.append(s.path(goal, start))
+                    out.append(s.final(goal, start))
                     break
             else:
                 for kid in generated:
@@ -415,6 +431,7 @@ def apr(
     spawn_levels: int = 1,
     spawn_order: Literal["heuristic", "generated"] = "heuristic",
     sub_call_budget: bool = False,
+    final_path: FinalPath = "root",
     rng: random.Random | None = None,
     seed: int | None = None,
 ) -> TraceTree:
@@ -432,13 +449,17 @@ def apr(
             ``#0,1``, ... as the nodes were written, which a small model can copy without ranking them).
             Defaults to ``"heuristic"``.
         sub_call_budget (bool): Prefix the root prompt with ``Sub Call Budget: N `` (N = children in the tree).
+        final_path (str): What a thread writes after its goal line, and so what a child returns on join:
+            ``"root"`` rewrites the path from the thread's start node (the reference format), ``"node"`` only
+            the goal's last node, whose ``Operations`` list holds the path from ``Node #0``, so that a parent
+            after a join copies the winning entry's four lines. Defaults to ``"root"``.
         rng (random.Random | None): Randomness; wins over ``seed``.
         seed (int | None): Seed for a fresh generator when ``rng`` is not given.
 
     Returns:
         TraceTree: A ``style="apr"`` tree.
     """
-    s = _Search(problem, _rng(rng, seed))
+    s = _Search(problem, _rng(rng, seed), final_path)
     sub_beam = sub_call_beam_size if sub_call_beam_size is not None else beam_size
     if spawn_order not in ("heuristic", "generated"):
         raise ValueError(f"spawn_order must be 'heuristic' or 'generated', not {spawn_order!r}")

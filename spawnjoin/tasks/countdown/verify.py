@@ -1,8 +1,11 @@
 """Verification of Countdown traces: the final path of a root thread, expressions, and step-level statistics.
 
 :func:`verify_path` checks the path a root thread writes last (after its last ``<End Sub Searches>``, or in the
-whole text): it must start at ``Moving to Node #0`` and every line is replayed from the problem's numbers, so a
-model cannot pass by copying a child's ``Goal Reached`` claim above a path whose arithmetic is wrong.
+whole text). Under the ``node`` rule (the default) the path may start at any node: the ``Operations`` list of its
+first ``Current State`` is replayed from the problem's numbers, then every line after it. Under the ``root`` rule
+(the reference's) it must start at ``Moving to Node #0`` and every line is replayed. Either way every operation of
+the answer is checked, so a model cannot pass by copying a child's ``Goal Reached`` claim above a path whose
+arithmetic is wrong.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -26,6 +30,10 @@ GENERATED_RE = re.compile(rf"Generated Node #(\d+(?:,\d+)*): (\d+):{_NUMS} Opera
 GOAL_RE = re.compile(r"(\d+),(\d+) equal: Goal Reached")
 _EXIT_RE = re.compile(r"Exit Sub Search at level \d+")
 _END_JOIN = "<End Sub Searches>\n"
+_LISTED_OP_RE = re.compile(r"'([^']*)'")
+
+PathRule = Literal["node", "root"]
+"""Where a final path may start: any node whose ``Operations`` list replays (``node``), or ``Node #0`` (``root``)."""
 
 
 class Verdict(BaseModel):
@@ -41,7 +49,7 @@ def _nums(group: str) -> list[int]:
     return [int(x) for x in group.split(", ")] if group else []
 
 
-def _final_path_lines(text: str) -> list[str] | str:
+def _final_path_lines(text: str, rule: PathRule = "root") -> list[str] | str:
     """Lines of the final path, or a reason why there is none."""
     cut = text.rfind(_END_JOIN)
     region = text[cut + len(_END_JOIN) :] if cut >= 0 else text
@@ -50,6 +58,12 @@ def _final_path_lines(text: str) -> list[str] | str:
         lines.pop()
     if not lines or not GOAL_RE.fullmatch(lines[-1]):
         return "the text does not end with a 'Goal Reached' line"
+    if rule == "node":  # the path written after the previous goal line (or the region), from its first node
+        first = next((i + 1 for i in range(len(lines) - 2, -1, -1) if GOAL_RE.fullmatch(lines[i])), 0)
+        start = next((i for i in range(first, len(lines)) if MOVE_RE.fullmatch(lines[i])), None)
+        if start is None:
+            return "no 'Moving to Node #...' line before the final 'Goal Reached'"
+        return lines[start:]
     for i in range(len(lines) - 1, -1, -1):
         m = MOVE_RE.fullmatch(lines[i])
         if m and m.group(1) == "0":
@@ -57,11 +71,37 @@ def _final_path_lines(text: str) -> list[str] | str:
     return "no path from the root ('Moving to Node #0') before the final 'Goal Reached'"
 
 
-def verify_path(problem: Problem, text: str) -> Verdict:
-    """Verify the final root-to-goal path of a root thread's text.
+def _replay_listed(problem: Problem, operations: str) -> tuple[list[int], list[str]] | str:
+    """Replay a ``Current State`` line's ``Operations`` list from the problem's numbers, or say why it fails."""
+    state = list(problem.numbers)
+    ops: list[str] = []
+    for text in _LISTED_OP_RE.findall(operations):
+        m = re.fullmatch(_OP, text)
+        if not m:
+            return f"malformed operation {text!r} in the state's operations"
+        x, op, y, z = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+        rest = Counter(state)
+        rest.subtract([x, y])
+        if min(rest.values(), default=0) < 0:
+            return f"listed operation {text}: {x} and {y} are not both available in {state}"
+        if apply(x, op, y) != z:
+            return f"listed operation {text} is wrong"
+        rest[z] += 1
+        state = sorted(rest.elements())
+        ops.append(text)
+    return state, ops
 
-    The path is the block from the last ``Moving to Node #0`` line to the final ``... equal: Goal Reached`` line
-    (searched after the last ``<End Sub Searches>`` if there is one). Each node must show ``Moving to Node``,
+
+def verify_path(problem: Problem, text: str, *, rule: PathRule = "node") -> Verdict:
+    """Verify the final path of a root thread's text.
+
+    Under the ``node`` rule the path is what follows the previous ``Goal Reached`` line (or the whole region when
+    there is none), from its first ``Moving to Node`` line to the final ``... equal: Goal Reached`` line, so no
+    line of what the thread wrote as its answer is skipped; the ``Operations`` list of its ``Current State`` must replay from the problem's numbers
+    (each operation well formed, its operands available, its arithmetic exact) to that state's numbers. Under the
+    ``root`` rule (the reference's) the block starts at the last ``Moving to Node #0`` line and the replay starts
+    from no operations. Both search after the last ``<End Sub Searches>`` if there is one; a path that passes
+    ``root`` passes ``node``. Each node must show ``Moving to Node``,
     the replayed ``Current State`` (target, numbers as a multiset, operations so far) and an ``Exploring
     Operation`` whose operands are available, whose arithmetic is exact and whose resulting numbers are right;
     an optional ``Generated Node`` line must agree and name the next node. The goal line must follow a state of
@@ -70,18 +110,26 @@ def verify_path(problem: Problem, text: str) -> Verdict:
     Args:
         problem (Problem): The problem the text claims to solve.
         text (str): The root thread's text (with or without its prompt and join blocks).
+        rule (PathRule): ``"node"`` (default) or ``"root"``.
 
     Returns:
         Verdict: ``ok`` and the operations and expression of the path, or the first failure.
     """
-    lines = _final_path_lines(text)
+    if rule not in ("node", "root"):
+        raise ValueError(f"rule must be 'node' or 'root', not {rule!r}")
+    lines = _final_path_lines(text, rule)
     if isinstance(lines, str):
         return Verdict(ok=False, reason=lines)
     t = problem.target
     state = list(problem.numbers)
     ops: list[str] = []
     i = 0
-    expected_node = "0"
+    expected_node = MOVE_RE.fullmatch(lines[0]).group(1)  # type: ignore[union-attr]
+    if rule == "node" and len(lines) > 1 and (first := STATE_RE.fullmatch(lines[1])):
+        replayed = _replay_listed(problem, first.group(3))
+        if isinstance(replayed, str):
+            return Verdict(ok=False, reason=f"path line 2: {replayed}")
+        state, ops = replayed
 
     def fail(why: str) -> Verdict:
         return Verdict(ok=False, reason=f"path line {i + 1}: {why}", operations=ops)
