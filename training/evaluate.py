@@ -112,6 +112,7 @@ class ProblemResult:
     first_step_operands_available: bool | None = None
     root_spawned: bool = False
     child_goal: bool = False
+    child_goal_verified: bool = False
     root_rule_correct: bool | None = None
 
 
@@ -166,11 +167,13 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
     stats = root_stats = StepStats()
     first_ok = None
     first = results[0].trace
-    root_spawned = child_goal = False
+    root_spawned = child_goal = child_verified = False
     for thread in first.walk():
         if thread.parent_id is not None:
             root_spawned = True
             child_goal = child_goal or GOAL_RE.search(thread.transcript) is not None
+            # a returned path verifies when its listed operations and its lines replay from the problem's numbers
+            child_verified = child_verified or bool(thread.result and verify_path(problem, thread.result).ok)
         if thread.calls:
             own = step_stats(thread.transcript)
             stats = stats + own
@@ -196,6 +199,7 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
         first_step_operands_available=first_ok,
         root_spawned=root_spawned,
         child_goal=child_goal,
+        child_goal_verified=child_verified,
         root_rule_correct=verify_path(problem, results[0].text, rule="root").ok,
     )
 
@@ -256,6 +260,9 @@ def summarize(cfg: EvalConfig, results: list[ProblemResult], seconds: float, ski
         # path did not verify (the search found it; the join or the path the root wrote lost it).
         "root_spawn_share": mean([r.root_spawned for r in results]),
         "child_goal_lost_share": mean([r.child_goal and not r.correct for r in results]),
+        # the same counting only returned paths that verify (a child's claim may be wrong): what a perfect copy of
+        # the join would have added
+        "child_goal_verified_lost_share": mean([r.child_goal_verified and not r.correct for r in results]),
         "failure_reasons": Counter(r.reasons[0].split(" (")[0][:60] for r in results if not r.correct).most_common(8),
         "results": [asdict(r) for r in results],
     }

@@ -100,6 +100,26 @@ async def test_root_spawn_share_and_goals_lost_after_the_join():
     assert lost > 0
     assert report["child_goal_lost_share"] == round(lost / 6, 3)
     assert [row["child_goal"] for row in report["results"]][2:] == [solved[root_prompt(p)] for p in problems[2:]]
+    # the solver's children are right, so every claimed goal also verifies
+    assert report["child_goal_verified_lost_share"] == report["child_goal_lost_share"]
+
+
+async def test_a_wrong_child_claim_is_not_counted_as_a_verified_goal():
+    problems = make_split("test", 4, numbers=3)
+    honest = _replay_backend(3, 4)
+
+    def handler(request):
+        reply = honest._handler(request)
+        if "<Sub Searches>" in request.prompt:
+            return "No solution found.\n"
+        if request.prompt.startswith("Moving to Node #0,"):  # a child: keep its claims, break their arithmetic
+            reply = reply.replace("Resulting Numbers: [", "Resulting Numbers: [1, ")
+        return reply
+
+    report = await evaluate(EvalConfig(model="scripted", numbers=3, n=4), backend=ScriptedBackend(handler))
+    assert report["child_goal_lost_share"] > 0
+    assert report["child_goal_verified_lost_share"] == 0
+    assert len(problems) == report["problems"]
 
 
 async def test_samples_pass_at_n_and_self_consistency(tmp_path):
