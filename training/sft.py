@@ -319,6 +319,14 @@ def build_model(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> 
     return LlamaForCausalLM(config)
 
 
+def _export_with_state(cfg: Any, model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, state: Any) -> None:
+    """Export to `cfg.export_dir` with a `training_state.json` note of the step and tokens the weights have seen."""
+    export_model(model, tokenizer, cfg.export_dir, dtype=cfg.export_dtype)
+    note = {"global_step": state.global_step, "tokens_seen": state.num_input_tokens_seen,
+            "time": time.strftime("%H:%M:%S", time.gmtime())}
+    Path(cfg.export_dir, "training_state.json").write_text(json.dumps(note) + "\n")
+
+
 def export_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, out: str | Path, *,
                  dtype: str = "float32") -> Path:
     """Write an inference-ready copy: `config.json`, `model.safetensors`, tokenizer files, `generation_config.json`.
@@ -393,10 +401,7 @@ def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> l
 
         def on_save(self, args, state, control, model=None, **kwargs):
             if cfg.export_dir and model is not None and state.is_world_process_zero:
-                export_model(model, tokenizer, cfg.export_dir, dtype=cfg.export_dtype)
-                note = {"global_step": state.global_step, "tokens_seen": state.num_input_tokens_seen,
-                        "time": time.strftime("%H:%M:%S", time.gmtime())}
-                Path(cfg.export_dir, "training_state.json").write_text(json.dumps(note) + "\n")
+                _export_with_state(cfg, model, tokenizer, state)
 
     class TimeSchedule(TrainerCallback):
         """After warm-up, set the learning rate from the wall-clock share of [schedule_start, stop_at]."""
@@ -577,7 +582,7 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
                          or cfg.lr_schedule_by_time}
     (final / STAGE_FILE).write_text(json.dumps(stage) + "\n")
     if cfg.export_dir:
-        export_model(trainer.model, tokenizer, cfg.export_dir, dtype=cfg.export_dtype)
+        _export_with_state(cfg, trainer.model, tokenizer, trainer.state)
     print(f"[sft] saved {final}", flush=True)
     return final
 

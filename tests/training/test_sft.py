@@ -171,6 +171,9 @@ def test_sft_loss_decreases_and_saves(tmp_path, data_dir, capsys):
         assert (final / name).exists()
         assert (tmp_path / "export" / name).exists()
     assert any("tokens_per_second" in e for e in state["log_history"])
+    # the export's note is that of the final weights, not of the last periodic save
+    note = json.loads((tmp_path / "export" / "training_state.json").read_text())
+    assert note["global_step"] == 12 and note["tokens_seen"] == state["num_input_tokens_seen"] > 0
 
 
 def test_pack_causal_rows_keeps_every_call_and_its_mask():
