@@ -118,7 +118,7 @@ class ProblemResult:
 
 def _claimed_operations(text: str) -> tuple[str, ...] | None:
     """The operations of the final path a transcript claims (verified or not), for self-consistency votes."""
-    from spawnjoin.tasks.countdown.verify import EXPLORE_RE, STATE_RE, _final_path_lines
+    from spawnjoin.tasks.countdown.verify import _LISTED_OP_RE, EXPLORE_RE, STATE_RE, _final_path_lines
 
     lines = _final_path_lines(text, "node")
     if isinstance(lines, str):
@@ -126,7 +126,7 @@ def _claimed_operations(text: str) -> tuple[str, ...] | None:
     ops: list[str] = []
     for k, line in enumerate(lines):
         if k == 1 and (state := STATE_RE.fullmatch(line)):  # the path's first node lists the operations before it
-            ops.extend(op.strip(" '") for op in state.group(3).strip("[]").split(",") if op.strip(" '"))
+            ops.extend(_LISTED_OP_RE.findall(state.group(3)))
         elif EXPLORE_RE.fullmatch(line):
             ops.append(line.split(",")[0].removeprefix("Exploring Operation: "))
     return tuple(ops) or None

@@ -71,6 +71,18 @@ def _final_path_lines(text: str, rule: PathRule = "root") -> list[str] | str:
     return "no path from the root ('Moving to Node #0') before the final 'Goal Reached'"
 
 
+def _apply_step(state: list[int], x: int, op: str, y: int, z: int) -> list[int] | str:
+    """The numbers after ``x op y = z`` from ``state`` (sorted), or why the step is not allowed."""
+    rest = Counter(state)
+    rest.subtract([x, y])
+    if min(rest.values(), default=0) < 0:
+        return f"{x}{op}{y}={z}: operands {x} and {y} are not both available in {state}"
+    if apply(x, op, y) != z:
+        return f"{x}{op}{y}={z} is wrong"
+    rest[z] += 1
+    return sorted(rest.elements())
+
+
 def _replay_listed(problem: Problem, operations: str) -> tuple[list[int], list[str]] | str:
     """Replay a ``Current State`` line's ``Operations`` list from the problem's numbers, or say why it fails."""
     state = list(problem.numbers)
@@ -80,14 +92,10 @@ def _replay_listed(problem: Problem, operations: str) -> tuple[list[int], list[s
         if not m:
             return f"malformed operation {text!r} in the state's operations"
         x, op, y, z = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
-        rest = Counter(state)
-        rest.subtract([x, y])
-        if min(rest.values(), default=0) < 0:
-            return f"listed operation {text}: {x} and {y} are not both available in {state}"
-        if apply(x, op, y) != z:
-            return f"listed operation {text} is wrong"
-        rest[z] += 1
-        state = sorted(rest.elements())
+        after = _apply_step(state, x, op, y, z)
+        if isinstance(after, str):
+            return f"listed operation {after}"
+        state = after
         ops.append(text)
     return state, ops
 
@@ -155,14 +163,10 @@ def verify_path(problem: Problem, text: str, *, rule: PathRule = "node") -> Verd
         if not m:
             return fail("expected 'Exploring Operation: ...'")
         x, op, y, z = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
-        rest = Counter(state)
-        rest.subtract([x, y])
-        if min(rest.values(), default=0) < 0:
-            return fail(f"operands {x} and {y} are not both available in {state}")
-        if apply(x, op, y) != z:
-            return fail(f"{x}{op}{y}={z} is wrong")
-        rest[z] += 1
-        state = sorted(rest.elements())
+        after = _apply_step(state, x, op, y, z)
+        if isinstance(after, str):
+            return fail(f"operation {after}")
+        state = after
         if Counter(_nums(m.group(5))) != Counter(state):
             return fail(f"resulting numbers [{m.group(5)}] should be {state}")
         ops.append(f"{x}{op}{y}={z}")
