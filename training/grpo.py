@@ -250,6 +250,8 @@ def tree_trainer_class() -> type:
     import torch
     from trl import GRPOTrainer
 
+    from .memory import peak_resident_gb, resident_gb
+
     class TreeGRPOTrainer(GRPOTrainer):
         """GRPO over thread trees: after TRL scores the root rows, append every tree's other rows with the same
         advantage, re-padding prompts on the left and completions on the right."""
@@ -267,6 +269,8 @@ def tree_trainer_class() -> type:
                 advantages = advantages / sizes
             new = [r for rows in extra for r in rows]
             self._metrics["train"]["tree/rows_per_tree"].append(len(owners) / max(len(inputs), 1))
+            self._metrics["train"]["memory/rss_gb"].append(resident_gb())
+            self._metrics["train"]["memory/peak_rss_gb"].append(peak_resident_gb())
 
             prompt_rows = [p[m.bool()].tolist() for p, m in zip(out["prompt_ids"], out["prompt_mask"], strict=True)]
             comp_rows = [c[m.bool()].tolist() for c, m in

@@ -6,15 +6,20 @@ to 32 MB after the first large free; buffers below it come from the heap, and fr
 process. Measured on the stage-6 GRPO runs (docs/results.md), the resident set then climbed from 8 to 21 GB while
 live allocations stayed near 190 MB. Fixing the threshold at 1 MB sends every larger buffer through `mmap`, which
 returns it to the kernel on free.
+
+`resident_gb` and `peak_resident_gb` read the resident set, so that a run logs it every step (GRPO logs both as
+`memory/rss_gb` and `memory/peak_rss_gb`) and an out-of-memory kill can be traced to the step where it began.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import resource
 import sys
 
-__all__ = ["M_MMAP_THRESHOLD", "fix_mmap_threshold"]
+__all__ = ["M_MMAP_THRESHOLD", "fix_mmap_threshold", "peak_resident_gb", "resident_gb"]
 
 M_MMAP_THRESHOLD = -3
 """glibc's `mallopt` parameter number for the mmap threshold (`malloc.h`)."""
@@ -46,3 +51,19 @@ def fix_mmap_threshold(threshold: int = 1 << 20) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return mallopt(M_MMAP_THRESHOLD, threshold) == 1
+
+
+def resident_gb() -> float:
+    """This process's resident set now, in GiB (`/proc/self/statm`); `0.0` where there is no `/proc`."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
+def peak_resident_gb() -> float:
+    """The largest resident set this process has had, in GiB (`getrusage`; Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)

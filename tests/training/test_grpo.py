@@ -197,6 +197,7 @@ def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
     logged = [h for h in trainer.state.log_history if "reward_std" in h]
     assert logged and "rewards/tree_correct_reward/mean" in logged[0]
     assert 0 < float(logged[0]["tree/rollout_seconds"]) < float(logged[0]["step_time"])
+    assert 0 < float(logged[0]["memory/rss_gb"]) <= float(logged[0]["memory/peak_rss_gb"]) + 0.01
     moved = any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert moved == (float(logged[0]["reward_std"]) > 0)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final")

@@ -91,3 +91,13 @@ def test_freed_buffers_leave_the_process_only_with_a_fixed_threshold():
     assert before > 200 and after > before - 20
     before, after = rss("fixed")
     assert before > 200 and after < before - 150
+
+
+def test_resident_set_grows_with_a_touched_buffer_and_the_peak_keeps_it():
+    before = memory.resident_gb()
+    buffer = bytearray(256 * 2**20)  # zero-filled, so every page is touched
+    during = memory.resident_gb()
+    assert during - before > 0.2
+    assert memory.peak_resident_gb() >= during - 0.01
+    del buffer
+    assert memory.peak_resident_gb() >= during - 0.01
