@@ -245,6 +245,24 @@ def _pad_right(rows: list[list[int]], width: int, value: int) -> list[list[int]]
     return [r + [value] * (width - len(r)) for r in rows]
 
 
+_SUMMED_LOSSES = ("dapo", "cispo")
+"""TRL loss types that sum per-token losses over a step and divide by its token count: chunking them is exact."""
+
+
+def _take_rows(inputs: dict[str, Any], index: Any, rows: int) -> dict[str, Any]:
+    """The entries of a batch dict for the rows in `index`: per-row tensors and lists are indexed, the rest
+    (scalars such as `num_items_in_batch`, `None`) pass through."""
+    out: dict[str, Any] = {}
+    for key, value in inputs.items():
+        if hasattr(value, "ndim") and value.ndim > 0 and value.shape[0] == rows:
+            out[key] = value[index]
+        elif isinstance(value, list) and len(value) == rows:
+            out[key] = [value[i] for i in index.tolist()]
+        else:
+            out[key] = value
+    return out
+
+
 def tree_trainer_class() -> type:
     """`TreeGRPOTrainer`: `GRPOTrainer` that appends each tree's extra rows, carrying the tree's advantage."""
     import torch
@@ -310,6 +328,30 @@ def tree_trainer_class() -> type:
                             model, ids, attention, cw, batch_size=self.args.per_device_train_batch_size)
                         out[key] = logps
             return out
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """The loss of a step's rows in length-sorted chunks of `loss_chunk_rows`, each chunk's backward run
+            before the next chunk's forward, so the step holds one chunk's activations instead of every row's.
+
+            TRL's `dapo`/`cispo` losses are a sum over tokens divided by the step's token count
+            (`num_items_in_batch`), so the chunks' gradients add up to the whole batch's. The last chunk's loss
+            is returned (plus the earlier chunks' values, detached) for the training loop's own backward. Other
+            loss types, entropy masking, gradient accumulation and evaluation take TRL's single pass."""
+            rows = inputs["completion_ids"].size(0)
+            size = self.args.loss_chunk_rows
+            if (return_outputs or not size or rows <= size or not model.training
+                    or self.loss_type not in _SUMMED_LOSSES or self.top_entropy_quantile < 1.0
+                    or self.current_gradient_accumulation_steps != 1):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            lengths = inputs["prompt_mask"].sum(dim=1) + inputs["completion_mask"].sum(dim=1)
+            order = torch.argsort(lengths, stable=True)
+            chunks = [order[start:start + size] for start in range(0, rows, size)]
+            earlier = torch.zeros((), device=lengths.device)
+            for chunk in chunks[:-1]:
+                loss = super().compute_loss(model, _take_rows(inputs, chunk, rows))
+                self.accelerator.backward(loss)
+                earlier = earlier + loss.detach()
+            return super().compute_loss(model, _take_rows(inputs, chunks[-1], rows)) + earlier
 
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                                batch_size=None, compute_entropy=False, **kwargs):

@@ -45,6 +45,12 @@ class TreeGRPOConfig(GRPOConfig):
             and each chunk is cut to its own columns, so smaller chunks waste less padding on trees whose rows
             differ in length.
 
+        loss_chunk_rows (`int`, *optional*, defaults to `64`):
+            Rows per loss pass: the step's rows (roots and every child call) are sorted by length and each chunk's
+            backward runs before the next chunk's forward, so memory holds one chunk's activations. A 4-number
+            tree has about 19 rows, so 32 trees are about 600 rows; in one pass they were killed out of memory.
+            `0`: one pass over all rows (TRL's behaviour).
+
         > Rewards and loss
 
         parallel_bonus (`float`, *optional*, defaults to `0.0`):
@@ -79,6 +85,10 @@ class TreeGRPOConfig(GRPOConfig):
     max_threads: int = field(default=32, metadata={"help": "Most threads in one rollout tree."})
     rollout_concurrency: int = field(default=64, metadata={"help": "Trees solved at once."})
     rollout_torch_threads: int | None = field(default=None, metadata={"help": "Torch threads of the rollout engine."})
+    loss_chunk_rows: int = field(
+        default=64,
+        metadata={"help": "Rows per loss pass, each backpropagated before the next (0: all rows in one pass)."},
+    )
     score_chunk_rows: int = field(
         default=32, metadata={"help": "Rows per forward pass when scoring log-probs (length-sorted chunks)."}
     )
@@ -132,6 +142,8 @@ class TreeGRPOConfig(GRPOConfig):
                 "tree rollouts append child rows after scoring, so one generation must feed exactly one optimizer "
                 "step: set steps_per_generation=1 (and raise per_device_train_batch_size instead)."
             )
+        if self.loss_chunk_rows < 0:
+            raise ValueError("loss_chunk_rows must be >= 0")
         if self.score_chunk_rows < 1:
             raise ValueError("score_chunk_rows must be >= 1")
         if self.parallel_bonus < 0:

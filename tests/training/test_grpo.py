@@ -164,10 +164,31 @@ def test_grpo_step_shares_advantage_over_tree(tokenizer, tmp_path, monkeypatch):
     assert torch.allclose(capped[scored], ref[scored], atol=1e-4)
 
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this test skips
+    trainer.args.loss_chunk_rows = 0  # TRL's single pass over every row
     loss = trainer.compute_loss(trainer.model, out)
     loss.backward()
-    grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
+    params = [p for p in trainer.model.parameters() if p.grad is not None]
+    whole = [p.grad.clone() for p in params]
+    assert whole and all(torch.isfinite(g).all() for g in whole) and any(g.abs().sum() > 0 for g in whole)
+
+    # The loss in chunks of 3 rows, each chunk backpropagated before the next: the same loss and gradients.
+    passes = []
+    single = GRPOTrainer._compute_loss
+
+    def counted(self, model, inputs):
+        passes.append(inputs["completion_ids"].shape[0])
+        return single(self, model, inputs)
+
+    monkeypatch.setattr(GRPOTrainer, "_compute_loss", counted)
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.args.loss_chunk_rows = 3
+    chunked = trainer.compute_loss(trainer.model, out)
+    chunked.backward()
+    rows = out["completion_ids"].shape[0]
+    assert passes == [3] * (rows // 3) + ([rows % 3] if rows % 3 else [])
+    assert torch.allclose(chunked.detach(), loss.detach(), atol=1e-5)
+    for p, g in zip(params, whole, strict=True):
+        assert torch.allclose(p.grad, g, atol=1e-6, rtol=1e-4)
 
 
 def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
