@@ -48,8 +48,8 @@ class TreeGRPOConfig(GRPOConfig):
         loss_chunk_rows (`int`, *optional*, defaults to `64`):
             Rows per loss pass: the step's rows (roots and every child call) are sorted by length and each chunk's
             backward runs before the next chunk's forward, so memory holds one chunk's activations. A 4-number
-            tree has about 19 rows, so 32 trees are about 600 rows; in one pass they were killed out of memory.
-            `0`: one pass over all rows (TRL's behaviour).
+            tree has about 19 rows, so 32 trees are about 600 rows (the stage-8 run that scored them in one pass
+            was killed out of memory after 20 steps). `0`: one pass over all rows (TRL's behaviour).
 
         > Rewards and loss
 
