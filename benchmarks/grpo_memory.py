@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 CHILD = """
 import json, sys
@@ -60,7 +59,7 @@ def main() -> None:
     results = {}
     for chunk in args.chunks:
         with tempfile.TemporaryDirectory() as out:
-            overrides = {"max_steps": args.steps, "loss_chunk_rows": chunk, "output_dir": str(Path(out)),
+            overrides = {"max_steps": args.steps, "loss_chunk_rows": chunk, "output_dir": out,
                          "save_every_minutes": 0, "stop_at": None}
             if args.model_name_or_path:
                 overrides["model_name_or_path"] = args.model_name_or_path

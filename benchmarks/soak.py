@@ -29,8 +29,6 @@ import contextlib
 import gc
 import multiprocessing
 import multiprocessing.synchronize
-import os
-import resource
 import statistics
 import sys
 import time
@@ -46,6 +44,7 @@ from spawnjoin.backends.openai import OpenAICompletions  # noqa: E402
 from spawnjoin.dialects.apr import JOIN_CLOSE, SPAWN_CLOSE, SPAWN_OPEN  # noqa: E402
 from tests.servers._http import free_port  # noqa: E402
 from tests.servers.toy_model import WORDS, ToyModel, tokenize  # noqa: E402
+from training.memory import peak_resident_gb, resident_gb  # noqa: E402
 
 ROOT_PROMPT = "Moving to Node #0\nCurrent State: 24:[1, 2, 3], Operations: []\n"
 
@@ -151,12 +150,7 @@ class ToyServerProcess:
 
 def rss_bytes() -> int:
     """This process's resident memory now (Linux ``/proc``; elsewhere the peak so far)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        scale = 1 if sys.platform == "darwin" else 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    return int((resident_gb() or peak_resident_gb()) * 2**30)
 
 
 class LoopMonitor:
