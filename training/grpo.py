@@ -406,6 +406,7 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
 
     from spawnjoin.tasks.countdown import make_split, root_prompt
 
@@ -433,7 +434,10 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
         rollout_func=make_rollout_func(cfg, tokenizer, backend_factory=backend_factory),
         callbacks=[TimedSave(save_every_minutes=cfg.save_every_minutes, deadline=wall_clock(cfg.stop_at))],
     )
-    trainer.train()
+    last = get_last_checkpoint(cfg.output_dir) if cfg.resume and Path(cfg.output_dir).is_dir() else None
+    if last:
+        print(f"[grpo] resuming from {last}", flush=True)
+    trainer.train(resume_from_checkpoint=last)
     export_model(trainer.model, tokenizer, Path(cfg.output_dir) / "final")
     trainer.state.save_to_json(str(Path(cfg.output_dir) / "final" / "trainer_state.json"))
     return trainer

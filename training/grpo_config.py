@@ -65,6 +65,10 @@ class TreeGRPOConfig(GRPOConfig):
             Deadline, `HH:MM` UTC today or epoch seconds: save a checkpoint, stop, and export `final` as usual.
         save_every_minutes (`float`, *optional*, defaults to `0`):
             Also checkpoint every this many minutes (0: only as `save_strategy` says).
+        resume (`bool`, *optional*, defaults to `False`):
+            Continue from the newest checkpoint in `output_dir` (weights, optimizer, learning-rate schedule, step
+            count and RNG state), so a run stopped by its deadline, a kill or the end of a session picks up at the
+            next step with fresh problems.
 
         > Memory
 
@@ -108,6 +112,7 @@ class TreeGRPOConfig(GRPOConfig):
         default=None, metadata={"help": "Deadline, HH:MM UTC today or epoch seconds: save, stop, export final."}
     )
     save_every_minutes: float = field(default=0.0, metadata={"help": "Checkpoint every this many minutes (0: off)."})
+    resume: bool = field(default=False, metadata={"help": "Resume from the newest checkpoint in output_dir."})
 
     # Memory
     malloc_mmap_threshold: int = field(

@@ -223,3 +223,12 @@ def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
     assert moved == (float(logged[0]["reward_std"]) > 0)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
     assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in reloaded.state_dict().items())
+
+    # `resume` continues from checkpoint-1: the weights it saved, then the remaining steps up to max_steps.
+    cfg.stop_at, cfg.resume, cfg.max_steps = None, True, 2
+    resumed = train(cfg, backend_factory=lambda _: ScriptedBackend(_script(trees, sabotage=True)),
+                    model=_tiny_model(tokenizer), tokenizer=tokenizer)
+    assert resumed.state.global_step == 2
+    steps = [h for h in resumed.state.log_history if "reward_std" in h]
+    assert [h["step"] for h in steps] == [1, 2]
+    assert steps[0] == logged[0]  # step 1 was restored from the checkpoint, not run again (its timings match)
