@@ -65,15 +65,15 @@ def main() -> None:
                 overrides["model_name_or_path"] = args.model_name_or_path
             results[chunk] = run_one(args.recipe, overrides)
         hist = results[chunk]["history"]
+        results[chunk]["median_step"] = statistics.median(float(h["step_time"]) for h in hist)
         print(f"loss_chunk_rows {chunk:>4}: peak RSS {results[chunk]['peak_rss_gb']:6.2f} GiB  "
               f"RSS after rollouts {[round(float(h['memory/rss_gb']), 2) for h in hist]}  "
               f"rows/tree {[round(float(h['tree/rows_per_tree']), 1) for h in hist]}  "
-              f"median step {statistics.median(float(h['step_time']) for h in hist):6.1f} s", flush=True)
+              f"median step {results[chunk]['median_step']:6.1f} s", flush=True)
     base = results[args.chunks[0]]
     for chunk in args.chunks[1:]:
         r = results[chunk]
-        step = (statistics.median(float(h["step_time"]) for h in r["history"])
-                / statistics.median(float(h["step_time"]) for h in base["history"]))
+        step = r["median_step"] / base["median_step"]
         print(f"loss_chunk_rows {chunk} / {args.chunks[0]}: peak RSS x{r['peak_rss_gb'] / base['peak_rss_gb']:.2f}, "
               f"median step time x{step:.2f}")
 

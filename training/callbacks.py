@@ -1,13 +1,15 @@
-"""Trainer callbacks shared by `spawnjoin-train sft` and `grpo`: wall-clock deadlines and timed checkpoints."""
+"""Shared by `spawnjoin-train sft` and `grpo`: wall-clock deadlines, timed checkpoints, and resuming from them."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
 
-__all__ = ["TimedSave", "wall_clock"]
+__all__ = ["TimedSave", "resume_checkpoint", "wall_clock"]
 
 
 def wall_clock(when: str | None) -> float | None:
@@ -25,6 +27,14 @@ def wall_clock(when: str | None) -> float | None:
         now = time.gmtime()
         return time.mktime((now.tm_year, now.tm_mon, now.tm_mday, hh, mm, 0, 0, 0, 0)) - time.timezone
     return float(when)
+
+
+def resume_checkpoint(output_dir: str, resume: bool, tag: str) -> str | None:
+    """The newest checkpoint in `output_dir` to resume from when `resume` is set (printed with `tag`), else `None`."""
+    last = get_last_checkpoint(output_dir) if resume and Path(output_dir).is_dir() else None
+    if last:
+        print(f"[{tag}] resuming from {last}", flush=True)
+    return last
 
 
 class TimedSave(TrainerCallback):

@@ -406,11 +406,10 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
 
     from spawnjoin.tasks.countdown import make_split, root_prompt
 
-    from .callbacks import TimedSave, wall_clock
+    from .callbacks import TimedSave, resume_checkpoint, wall_clock
     from .memory import fix_mmap_threshold
     from .sft import export_model
 
@@ -434,10 +433,7 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
         rollout_func=make_rollout_func(cfg, tokenizer, backend_factory=backend_factory),
         callbacks=[TimedSave(save_every_minutes=cfg.save_every_minutes, deadline=wall_clock(cfg.stop_at))],
     )
-    last = get_last_checkpoint(cfg.output_dir) if cfg.resume and Path(cfg.output_dir).is_dir() else None
-    if last:
-        print(f"[grpo] resuming from {last}", flush=True)
-    trainer.train(resume_from_checkpoint=last)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(cfg.output_dir, cfg.resume, "grpo"))
     export_model(trainer.model, tokenizer, Path(cfg.output_dir) / "final")
     trainer.state.save_to_json(str(Path(cfg.output_dir) / "final" / "trainer_state.json"))
     return trainer

@@ -528,9 +528,8 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
         `Path`: `output_dir/final`, an HF model directory.
     """
     import torch
-    from transformers.trainer_utils import get_last_checkpoint
 
-    from .callbacks import TimedSave
+    from .callbacks import TimedSave, resume_checkpoint
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -567,10 +566,7 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
     callbacks = _callbacks(cfg, tokenizer)
     trainer = _trainer_class()(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=callbacks)
-    last = get_last_checkpoint(cfg.output_dir) if cfg.resume and Path(cfg.output_dir).is_dir() else None
-    if last:
-        print(f"[sft] resuming from {last}", flush=True)
-    trainer.train(resume_from_checkpoint=last)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(cfg.output_dir, cfg.resume, "sft"))
     final = Path(cfg.output_dir) / "final"
     export_model(trainer.model, tokenizer, final, dtype="float32")
     trainer.state.save_to_json(str(final / "trainer_state.json"))
