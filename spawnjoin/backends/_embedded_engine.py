@@ -107,6 +107,7 @@ class Engine:
         self._closing = threading.Event()
         self._dispatcher: threading.Thread | None = None
         self._cached: dict[str, int] | None = None
+        self._probed_cache: Any = None
         self.prefix_sharing = False
 
     # -- lifecycle (worker thread) ---------------------------------------------------------------
@@ -147,12 +148,28 @@ class Engine:
                 self._dispatcher.join(timeout=_STOP_TIMEOUT)
             self._close_all(EngineClosed(f"the embedded engine ({self.label}) was closed"))
             _live_engines.discard(self)
+            self._release_cache()
 
     def _emergency_stop(self) -> None:
         """Stop at interpreter exit, when the backend was never closed (the engine thread is not a daemon)."""
         if self._manager is not None:
             with contextlib.suppress(Exception):
                 self.close()
+
+    def _release_cache(self) -> None:
+        """Drop this engine's references to the stopped manager so its KV cache is freed at once.
+
+        The prefix probe is a closure over the cache's own bound method, stored on the cache: a reference cycle
+        that only a full garbage collection frees, and full collections are rare in a process with torch's heap.
+        A process that builds an engine per step (tree GRPO's rollouts) then kept every step's cache pages
+        (192 MiB for the shipped model) until one happened.
+        """
+        cache, self._probed_cache = self._probed_cache, None
+        if cache is not None:
+            with contextlib.suppress(AttributeError):
+                del cache.search_prefix_match  # the class's method again
+        self._manager = None
+        self._cm = None
 
     # -- requests (event loop thread) ------------------------------------------------------------
 
@@ -223,6 +240,7 @@ class Engine:
             return matched
 
         cache.search_prefix_match = probe
+        self._probed_cache = cache
         self._cached = record
 
     def _dispatch(self) -> None:

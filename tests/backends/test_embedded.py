@@ -348,6 +348,26 @@ async def test_aclose_ends_open_streams_and_refuses_new_ones(tiny_model_dir: Pat
         await collect(b, make_request(PROMPTS[0], max_tokens=2))
 
 
+async def test_aclose_frees_the_kv_cache_without_a_garbage_collection(tiny_model_dir: Path) -> None:
+    """A closed engine's cache pages go at once (tree GRPO builds an engine per step: a kept cache is a leak)."""
+    import gc
+    import weakref
+
+    b = EmbeddedBackend(tiny_model_dir, page_size=PAGE, num_blocks=64)
+    await collect(b, make_request(PROMPTS[1], max_tokens=3))
+    (engine,) = b._engines.values()
+    cache = engine._manager.batch_processor.cache
+    assert engine.prefix_sharing  # the prefix probe, a closure stored on the cache, is installed
+    gone = weakref.ref(cache)
+    del cache, engine
+    gc.disable()
+    try:
+        await b.aclose()
+        assert gone() is None  # freed by reference counting, not left to a full collection
+    finally:
+        gc.enable()
+
+
 # -- model directory errors -------------------------------------------------------------------------
 
 
