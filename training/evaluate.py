@@ -113,6 +113,7 @@ class ProblemResult:
     root_spawned: bool = False
     child_goal: bool = False
     child_goal_verified: bool = False
+    root_child_reachable: bool = False
     root_rule_correct: bool | None = None
 
 
@@ -136,7 +137,7 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
                          index: int, deadline: float | None = None) -> ProblemResult | None:
     import spawnjoin
     from spawnjoin.backends.base import SamplingParams
-    from spawnjoin.tasks.countdown import StepStats, root_prompt, step_stats, verify_path
+    from spawnjoin.tasks.countdown import StepStats, root_prompt, state_reachable, step_stats, verify_path
     from spawnjoin.tasks.countdown.verify import GOAL_RE
 
     prompt = root_prompt(problem, sub_call_budget=cfg.sub_call_budget)
@@ -167,10 +168,12 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
     stats = root_stats = StepStats()
     first_ok = None
     first = results[0].trace
-    root_spawned = child_goal = child_verified = False
+    root_spawned = child_goal = child_verified = reachable = False
     for thread in first.walk():
         if thread.parent_id is not None:
             root_spawned = True
+            # the root handed this child a true state from which the goal can still be reached
+            reachable = reachable or (thread.parent_id == first.root_id and state_reachable(problem, thread.prompt))
             child_goal = child_goal or GOAL_RE.search(thread.transcript) is not None
             # a returned path verifies when its listed operations and its lines replay from the problem's numbers
             child_verified = child_verified or bool(thread.result and verify_path(problem, thread.result).ok)
@@ -200,6 +203,7 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
         root_spawned=root_spawned,
         child_goal=child_goal,
         child_goal_verified=child_verified,
+        root_child_reachable=reachable,
         root_rule_correct=verify_path(problem, results[0].text, rule="root").ok,
     )
 
@@ -263,6 +267,9 @@ def summarize(cfg: EvalConfig, results: list[ProblemResult], seconds: float, ski
         # the same counting only returned paths that verify (a child's claim may be wrong): what a perfect copy of
         # the join would have added
         "child_goal_verified_lost_share": mean([r.child_goal_verified and not r.correct for r in results]),
+        # how often the root handed some child a true state from which the goal can be reached: the ceiling its own
+        # expansion leaves to the search below it
+        "root_child_reachable_share": mean([r.root_child_reachable for r in results]),
         "failure_reasons": Counter(r.reasons[0].split(" (")[0][:60] for r in results if not r.correct).most_common(8),
         "results": [asdict(r) for r in results],
     }

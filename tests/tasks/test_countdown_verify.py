@@ -212,3 +212,20 @@ def test_step_stats_counts_by_operator():
     both = s + s
     assert both.steps == 10 and both.by_operator["/"].total == 4
     assert StepStats().arithmetic_accuracy == 0.0
+
+
+def test_state_reachable_needs_a_true_state_that_can_still_reach_the_target():
+    from spawnjoin.tasks.countdown import state_reachable
+
+    p = Problem(numbers=[4, 9, 3, 2], target=24)
+    assert state_reachable(p, "Moving to Node #0,0\nCurrent State: 24:[4, 3, 18], Operations: ['9*2=18']\n")
+    assert state_reachable(p, "Current State: 24:[9, 3, 8], Operations: ['4*2=8']\n")
+    assert state_reachable(p, PROMPT.replace("[4, 9, 3]", "[4, 9, 3, 2]"))  # the root's own state
+    # 9*2 is 18, not 17: the numbers do not follow from the listed operation
+    assert not state_reachable(p, "Current State: 24:[4, 3, 18], Operations: ['9*2=17']\n")
+    assert not state_reachable(p, "Current State: 24:[4, 3, 17], Operations: ['9*2=18']\n")
+    assert not state_reachable(p, "Current State: 24:[4, 3, 18], Operations: ['6*3=18']\n")  # operands not there
+    assert not state_reachable(p, "Current State: 25:[4, 3, 18], Operations: ['9*2=18']\n")  # another target
+    # a true state from which 24 cannot be made any more (4, 3 and 7)
+    assert not state_reachable(p, "Current State: 24:[4, 3, 7], Operations: ['9-2=7']\n")
+    assert not state_reachable(p, "Moving to Node #0,0\n")  # no state line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -193,3 +194,28 @@ async def test_time_limit_skips_problems_not_started():
     cfg = EvalConfig(model="scripted", numbers=3, n=5, concurrency=1, time_limit=1e-9)
     report = await evaluate(cfg, backend=_replay_backend(3, 5))
     assert report["problems"] + report["skipped"] == 5 and report["skipped"] >= 4
+
+
+async def test_root_child_reachable_share_counts_roots_that_hand_a_child_a_live_state():
+    """A root whose children all open on false states (its `Generated Node` lines misread) leaves no ceiling."""
+    problems = make_split("test", 4, numbers=3)
+    solved = {root_prompt(p): apr(p, beam_size=5, sub_call_beam_size=5, spawn_prob=1.0, seed=i).solved
+              for i, p in enumerate(problems)}
+    misread = {root_prompt(p) for p in problems[:2]}
+    honest = _replay_backend(3, 4)
+
+    def handler(request):
+        reply = honest._handler(request)
+        if request.prompt in misread:  # every child node gets a number that is in no state
+            reply = reply.replace("Resulting Numbers: [", "Resulting Numbers: [1000, ")
+            reply = re.sub(r"(Generated Node #[\d,]+: \d+:\[)", r"\g<1>1000, ", reply)
+        return reply
+
+    report = await evaluate(EvalConfig(model="scripted", numbers=3, n=4), backend=ScriptedBackend(handler))
+    flags = [row["root_child_reachable"] for row in report["results"]]
+    assert flags[:2] == [False, False]
+    assert all(row["root_spawned"] for row in report["results"])
+    # a root the solver solved handed some child the state that led to the goal
+    assert any(solved[root_prompt(p)] for p in problems[2:])
+    assert all(flags[k] for k, p in enumerate(problems) if solved[root_prompt(p)] and root_prompt(p) not in misread)
+    assert report["root_child_reachable_share"] == round(sum(flags) / 4, 3)

@@ -19,7 +19,15 @@ from .problems import (
 )
 from .solvers import add_prompt_prefix, apr, sos_plus
 from .trace import Call, ThreadDemo, TraceTree
-from .verify import OperatorStats, StepStats, Verdict, expression_for, step_stats, verify_path
+from .verify import (
+    OperatorStats,
+    StepStats,
+    Verdict,
+    expression_for,
+    state_reachable,
+    step_stats,
+    verify_path,
+)
 
 __all__ = [
     "Call",
@@ -45,6 +53,7 @@ __all__ = [
     "solvable",
     "sos_plus",
     "split_of",
+    "state_reachable",
     "step_stats",
     "verify_path",
 ]

@@ -192,6 +192,33 @@ def verify_path(problem: Problem, text: str, *, rule: PathRule = "node") -> Verd
             expected_node = m.group(1) if m else expected_node
 
 
+def state_reachable(problem: Problem, text: str) -> bool:
+    """Whether the last ``Current State`` line of ``text`` is a true state of ``problem`` that can still reach the goal.
+
+    True state: its target is the problem's and its ``Operations`` list replays from the problem's numbers to
+    exactly its numbers. A child whose opening state fails this cannot solve the problem whatever it searches, so
+    over a root's children it gives the ceiling the root's own choices leave to the search.
+
+    Args:
+        problem (Problem): The problem.
+        text (str): A thread prompt or transcript (e.g. ``Moving to Node #0,1`` and its ``Current State`` line).
+
+    Returns:
+        bool: ``False`` also when ``text`` has no ``Current State`` line.
+    """
+    from ._arith import solvable
+
+    states = list(STATE_RE.finditer(text))
+    if not states:
+        return False
+    state = states[-1]
+    numbers = _nums(state.group(2))
+    replay = _replay_listed(problem, state.group(3))
+    if int(state.group(1)) != problem.target or isinstance(replay, str) or Counter(replay[0]) != Counter(numbers):
+        return False
+    return bool(numbers) and solvable(numbers, problem.target)
+
+
 def expression_for(problem: Problem, operations: Sequence[str]) -> str:
     """A human arithmetic expression built from the operations, e.g. ``(9/3)*(4+4)``.
 
