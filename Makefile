@@ -24,4 +24,4 @@ test: install-dev
 
 lint: install-dev
 	$(VENV)/bin/ruff check spawnjoin training tests benchmarks examples
-	$(VENV)/bin/mypy spawnjoin
+	$(VENV)/bin/mypy spawnjoin training

@@ -104,13 +104,15 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, budgets: list[float] | None
     n = len(pairs)
 
     def mean(side: int, key: str) -> float:
-        return round(statistics.fmean(p[side][key] for p in pairs), 3)
+        rows = (rows_a, rows_b)[side]
+        return round(statistics.fmean(rows[k][key] for k in common), 3)
 
-    means = {key: {"a": mean(0, key), "b": mean(1, key)} for key in ("total_tokens", "sequential_tokens", "latency")}
-    for m in means.values():
-        m["b_over_a"] = round(m["b"] / m["a"], 3) if m["a"] else None
+    means: dict[str, dict[str, float | None]] = {}
+    for key in ("total_tokens", "sequential_tokens", "latency"):
+        mean_a, mean_b = mean(0, key), mean(1, key)
+        means[key] = {"a": mean_a, "b": mean_b, "b_over_a": round(mean_b / mean_a, 3) if mean_a else None}
     if budgets is None:
-        budgets = _default_budgets([p[s]["latency"] for p in pairs for s in (0, 1)])
+        budgets = _default_budgets([rows[k]["latency"] for k in common for rows in (rows_a, rows_b)])
     within = [{"latency_s": t,
                "a": sum(ha and ra["latency"] <= t for ra, _, ha, _ in pairs),
                "b": sum(hb and rb["latency"] <= t for _, rb, _, hb in pairs)} for t in sorted(budgets)]

@@ -415,6 +415,7 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
 
     fix_mmap_threshold(cfg.malloc_mmap_threshold)
     if model is None:
+        assert cfg.model_name_or_path is not None, "set model_name_or_path or pass a model"
         model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=torch.float32)
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
@@ -433,6 +434,7 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
         rollout_func=make_rollout_func(cfg, tokenizer, backend_factory=backend_factory),
         callbacks=[TimedSave(save_every_minutes=cfg.save_every_minutes, deadline=wall_clock(cfg.stop_at))],
     )
+    assert cfg.output_dir is not None  # TrainingArguments.__post_init__ defaults it
     trainer.train(resume_from_checkpoint=resume_checkpoint(cfg.output_dir, cfg.resume, "grpo"))
     export_model(trainer.model, tokenizer, Path(cfg.output_dir) / "final")
     trainer.state.save_to_json(str(Path(cfg.output_dir) / "final" / "trainer_state.json"))

@@ -122,7 +122,10 @@ class TreeGRPOConfig(GRPOConfig):
 
     # Defaults that differ from GRPOConfig: a small model on a CPU, one generation per optimizer step.
     use_cpu: bool = field(default=True, metadata={"help": "Train on the CPU (required on a machine with no GPU)."})
-    bf16: bool | None = field(default=False, metadata={"help": "bf16 mixed precision (off on CPU for GRPO)."})
+    # TRL widens TrainingArguments.bf16 to `bool | None` (None: on unless fp16); the field keeps TRL's type.
+    bf16: bool | None = field(  # type: ignore[assignment]
+        default=False, metadata={"help": "bf16 mixed precision (off on CPU for GRPO)."}
+    )
     num_generations: int | None = field(default=4, metadata={"help": "Rollout trees per problem (group size)."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Root rollouts per step."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})

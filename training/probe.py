@@ -18,11 +18,14 @@ import argparse
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerFast
+    from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerFast
+
+    from spawnjoin.tasks.countdown import Split
 
 MOVE = "Moving to Node #"
 
@@ -39,7 +42,7 @@ def _sequence_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast
     return sum(float(logits[i - 1, ids[i]]) for i in range(len(ctx), len(ids)))
 
 
-def _first_line(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, prompt: str) -> str:
+def _first_line(model: GenerationMixin, tokenizer: PreTrainedTokenizerFast, prompt: str) -> str:
     """Greedy continuation of `prompt` up to the end of its first `Exploring Operation` line."""
     import torch
 
@@ -47,7 +50,7 @@ def _first_line(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, prom
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=48, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
-    text = tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+    text = cast(str, tokenizer.decode(out[0, len(ids):], skip_special_tokens=True))  # one sequence in
     start = text.find("Exploring Operation: ")
     if start < 0:
         return ""
@@ -66,7 +69,7 @@ def child_prompt(root: str) -> str:
     return root.replace("Moving to Node #0\n", "Moving to Node #0,0\n").replace("Operations: []", "Operations: ['1+1=2']")
 
 
-def probe(model_path: str, *, numbers: int = 3, n: int = 100, split: str = "test", seed: int = 0,
+def probe(model_path: str, *, numbers: int = 3, n: int = 100, split: Split = "test", seed: int = 0,
           beam: int = 5, torch_threads: int | None = None) -> dict[str, Any]:
     """Run both probes on the first `n` problems of a held-out split.
 
@@ -92,7 +95,7 @@ def probe(model_path: str, *, numbers: int = 3, n: int = 100, split: str = "test
         raise ValueError("probe on 'test' or 'validation'; the train split is what models were trained on")
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = cast("PreTrainedTokenizerFast", AutoTokenizer.from_pretrained(model_path))  # a fast tokenizer
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
     root_ok, child_ok, p_spawn, spawned = [], [], [], []
     for i, problem in enumerate(make_split(split, n, numbers=numbers, seed=seed)):
@@ -109,7 +112,7 @@ def probe(model_path: str, *, numbers: int = 3, n: int = 100, split: str = "test
         p_spawn.append(spawn)
         spawned.append(spawn > move)
 
-    def share(flags: list[bool | None]) -> float:
+    def share(flags: Sequence[bool | None]) -> float:
         return round(sum(1 for f in flags if f) / len(flags), 3) if flags else 0.0
 
     return {

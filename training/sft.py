@@ -33,9 +33,10 @@ import re
 import shlex
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import TYPE_CHECKING, Any, cast, get_type_hints
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
@@ -271,7 +272,7 @@ def tokenize_rows(
         encoded = tokenizer(arithmetic)["input_ids"]
         for seq in encoded:
             ids.append(seq)
-            masks.append(_result_mask(tokenizer.convert_ids_to_tokens(seq)))
+            masks.append(_result_mask(cast("list[str]", tokenizer.convert_ids_to_tokens(seq))))  # a list in
     order = list(range(len(ids)))
     random.Random(seed).shuffle(order)
     return Dataset.from_dict({"input_ids": [ids[i] for i in order], "completion_mask": [masks[i] for i in order]})
@@ -285,7 +286,7 @@ def load_tokenizer(model_dir: str | None) -> PreTrainedTokenizerFast:
     if model_dir and (Path(model_dir) / "tokenizer.json").exists():
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(model_dir)
+        return cast("PreTrainedTokenizerFast", AutoTokenizer.from_pretrained(model_dir))  # a fast tokenizer
     from .tokenizer import build_tokenizer
 
     return build_tokenizer()
@@ -408,9 +409,11 @@ def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> l
 
         def __init__(self) -> None:
             self.start = wall_clock(cfg.schedule_start) or time.time()
-            self.min_rate = float((cfg.lr_scheduler_kwargs or {}).get("min_lr_rate", 0.0))
+            kwargs = cast("dict[str, Any]", cfg.lr_scheduler_kwargs or {})  # TrainingArguments parsed it
+            self.min_rate = float(kwargs.get("min_lr_rate", 0.0))
 
         def rate(self) -> float:
+            assert deadline is not None  # TimeSchedule is only made with a deadline
             span = max(deadline - self.start, 1.0)
             progress = min(max((time.time() - self.start) / span, 0.0), 1.0)
             return self.min_rate + (1 - self.min_rate) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -558,6 +561,7 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
     print(f"[sft] {len(rows)} calls + {len(joins)} join-reading calls + {len(arith)} arithmetic rows + "
           f"{len(reading)} state-reading rows, {n_tokens} tokens", flush=True)
     if cfg.packing and cfg.packed_attention == "causal":
+        assert cfg.max_length is not None, "causal packing needs max_length"
         dataset = pack_causal_rows(dataset, cfg.max_length, tokenizer.pad_token_id)
         cfg.packing = cfg.padding_free = False  # rows are packed already; the collator stacks them into a batch
 
@@ -566,6 +570,7 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
     callbacks = _callbacks(cfg, tokenizer)
     trainer = _trainer_class()(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=callbacks)
+    assert cfg.output_dir is not None  # TrainingArguments.__post_init__ defaults it
     trainer.train(resume_from_checkpoint=resume_checkpoint(cfg.output_dir, cfg.resume, "sft"))
     final = Path(cfg.output_dir) / "final"
     export_model(trainer.model, tokenizer, final, dtype="float32")
@@ -586,10 +591,12 @@ def train(cfg: SpawnJoinSFTConfig) -> Path:
 # --------------------------------------------------------------------------------------------------- CLI
 
 
-def _config_fields(cls: type | None = None) -> list[dataclasses.Field]:
+def _config_fields(cls: type[DataclassInstance] | None = None) -> list[dataclasses.Field]:
     """The init fields of a config dataclass (default `SpawnJoinSFTConfig`) with their types resolved."""
     if cls is None:
-        from .sft_config import SpawnJoinSFTConfig as cls
+        from .sft_config import SpawnJoinSFTConfig
+
+        cls = SpawnJoinSFTConfig
     hints = get_type_hints(cls)
     fields = []
     for f in dataclasses.fields(cls):
@@ -599,7 +606,7 @@ def _config_fields(cls: type | None = None) -> list[dataclasses.Field]:
     return fields
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type | None = None) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type[DataclassInstance] | None = None) -> None:
     """Add every field of a config dataclass as a `--name` flag whose default is *absent*, so that only flags
     actually given override a recipe file.
 
@@ -611,13 +618,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type | None = Non
 
     group = parser.add_argument_group(cls.__name__ if cls else "SpawnJoinSFTConfig")
     for f in _config_fields(cls):
-        HfArgumentParser._parse_dataclass_field(group, f)
+        # HF annotates a parser but only calls add_argument, which an argument group has too.
+        HfArgumentParser._parse_dataclass_field(group, f)  # type: ignore[arg-type]
     for action in group._group_actions:
         action.default = argparse.SUPPRESS
 
 
 def load_config(argv: list[str] | None = None, *, recipe: str | None = None,
-                overrides: dict[str, Any] | None = None, cls: type | None = None) -> Any:
+                overrides: dict[str, Any] | None = None, cls: type[DataclassInstance] | None = None) -> Any:
     """Build a config from a recipe file, then flags, then keyword overrides (later wins).
 
     Args:
@@ -637,10 +645,12 @@ def load_config(argv: list[str] | None = None, *, recipe: str | None = None,
 
 
 def config_from(recipe: str | None, flags: dict[str, Any], overrides: dict[str, Any] | None = None,
-                cls: type | None = None) -> Any:
+                cls: type[DataclassInstance] | None = None) -> Any:
     """Merge a recipe file, flags and overrides (later wins) into a config dataclass, rejecting unknown keys."""
     if cls is None:
-        from .sft_config import SpawnJoinSFTConfig as cls
+        from .sft_config import SpawnJoinSFTConfig
+
+        cls = SpawnJoinSFTConfig
     values: dict[str, Any] = {}
     if recipe:
         import yaml

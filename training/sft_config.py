@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from trl import SFTConfig
 
@@ -184,7 +185,10 @@ class SpawnJoinSFTConfig(SFTConfig):
     logging_steps: float = field(default=10, metadata={"help": "Log every this many optimizer steps."})
     save_strategy: str = field(default="no", metadata={"help": "Step-based saving; time-based saving is separate."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept in output_dir."})
-    bf16: bool | None = field(default=True, metadata={"help": "bf16 autocast (fast on CPUs with bf16 units)."})
+    # TRL widens TrainingArguments.bf16 to `bool | None` (None: on unless fp16); the field keeps TRL's type.
+    bf16: bool | None = field(  # type: ignore[assignment]
+        default=True, metadata={"help": "bf16 autocast (fast on CPUs with bf16 units)."}
+    )
     use_cpu: bool = field(default=True, metadata={"help": "Train on the CPU even when a GPU is visible."})
     report_to: str | list[str] = field(default="none", metadata={"help": "Experiment trackers to log to."})
     include_num_input_tokens_seen: str | bool = field(
@@ -216,5 +220,7 @@ class SpawnJoinSFTConfig(SFTConfig):
         if self.lr_schedule_by_time and not self.stop_at:
             raise ValueError("lr_schedule_by_time needs stop_at (the time the schedule ends).")
         self.completion_only_loss = self.loss_on == "completion"
-        self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": False}
+        # A dict from a recipe: TRL parses a JSON string into one only later, in super().__post_init__().
+        dataset_kwargs = cast("dict[str, Any]", self.dataset_kwargs or {})
+        self.dataset_kwargs = {**dataset_kwargs, "skip_prepare_dataset": False}
         super().__post_init__()

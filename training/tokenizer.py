@@ -143,7 +143,7 @@ def length_table(
     from spawnjoin.tasks.countdown import apr, make_split, sos_plus
 
     tok = build_tokenizer()
-    rows = []
+    rows: list[dict[str, float | int | str]] = []
     for numbers in (3, 4):
         rng = random.Random(seed)
         lengths: dict[str, list[int]] = {"parent": [], "child": [], "sos": []}
@@ -153,7 +153,7 @@ def length_table(
             trees = [apr(problem, beam_size=b, sub_call_beam_size=sb, rng=rng), sos_plus(problem, beam_size=b, rng=rng)]
             for tree in trees:
                 for thread, _, call in tree.calls():
-                    kind = "sos" if tree.style == "sos" else thread.role
+                    kind: str = "sos" if tree.style == "sos" else thread.role
                     lengths[kind].append(len(tok(call.text)["input_ids"]) + 1)
         for kind, values in lengths.items():
             values.sort()
