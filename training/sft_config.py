@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Any, cast
 
 from trl import SFTConfig
 
@@ -220,7 +220,11 @@ class SpawnJoinSFTConfig(SFTConfig):
         if self.lr_schedule_by_time and not self.stop_at:
             raise ValueError("lr_schedule_by_time needs stop_at (the time the schedule ends).")
         self.completion_only_loss = self.loss_on == "completion"
-        # A dict from a recipe: TRL parses a JSON string into one only later, in super().__post_init__().
-        dataset_kwargs = cast("dict[str, Any]", self.dataset_kwargs or {})
+        # A dict from a recipe, or a JSON string from the command line (TRL would parse it only later, in
+        # super().__post_init__(), after the merge below).
+        raw = self.dataset_kwargs or {}
+        dataset_kwargs = json.loads(raw) if isinstance(raw, str) else raw
+        if not isinstance(dataset_kwargs, dict):
+            raise ValueError(f"dataset_kwargs must be a mapping (a JSON object on the command line), not {raw!r}.")
         self.dataset_kwargs = {**dataset_kwargs, "skip_prepare_dataset": False}
         super().__post_init__()

@@ -231,6 +231,15 @@ def test_causal_sft_trains_whole_rows_as_a_padded_batch(tmp_path, data_dir):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3
 
 
+def test_dataset_kwargs_from_the_command_line_are_a_json_object(tmp_path):
+    cfg = load_config(["--output_dir", str(tmp_path), "--dataset_kwargs", '{"num_proc": 1}'])
+    assert cfg.dataset_kwargs == {"num_proc": 1, "skip_prepare_dataset": False}
+    assert load_config(overrides={"output_dir": str(tmp_path), "dataset_kwargs": {"num_proc": 2}}).dataset_kwargs == {
+        "num_proc": 2, "skip_prepare_dataset": False}
+    with pytest.raises(ValueError, match="dataset_kwargs must be a mapping"):
+        load_config(["--output_dir", str(tmp_path), "--dataset_kwargs", "[1, 2]"])
+
+
 def test_packed_attention_is_validated(tmp_path):
     cfg = load_config(overrides={"output_dir": str(tmp_path), "packed_attention": "causal"})
     assert cfg.packed_attention == "causal"
