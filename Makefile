@@ -20,6 +20,7 @@ solve: install
 
 test: install-dev
 	$(VENV)/bin/ruff check spawnjoin training tests benchmarks examples
+	$(VENV)/bin/mypy spawnjoin training
 	$(VENV)/bin/python -m pytest -q
 
 lint: install-dev
