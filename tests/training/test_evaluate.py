@@ -33,6 +33,12 @@ def _replay_backend(numbers: int, n: int, *, sabotage_every: int = 0, final_path
     return ScriptedBackend(handler)
 
 
+def _solver_solved(problems: list) -> dict[str, bool]:
+    """Whether the solver's tree (what `_replay_backend` replays) solves each problem, by root prompt."""
+    return {root_prompt(p): apr(p, beam_size=5, sub_call_beam_size=5, spawn_prob=1.0, seed=i).solved
+            for i, p in enumerate(problems)}
+
+
 async def test_report_is_well_formed(tmp_path):
     cfg = EvalConfig(model="scripted", numbers=3, n=6, out=str(tmp_path / "report.json"),
                      traces_dir=str(tmp_path / "traces"))
@@ -81,8 +87,7 @@ async def test_root_steps_and_first_step_reading_are_reported_apart(tmp_path):
 async def test_root_spawn_share_and_goals_lost_after_the_join():
     """Roots that answer without spawning, and roots that drop a goal their children found, are counted."""
     problems = make_split("test", 6, numbers=3)
-    solved = {root_prompt(p): apr(p, beam_size=5, sub_call_beam_size=5, spawn_prob=1.0, seed=i).solved
-              for i, p in enumerate(problems)}
+    solved = _solver_solved(problems)
     serial = {root_prompt(p) for p in problems[:2]}
     honest = _replay_backend(3, 6)
 
@@ -199,8 +204,7 @@ async def test_time_limit_skips_problems_not_started():
 async def test_root_child_reachable_share_counts_roots_that_hand_a_child_a_live_state():
     """A root whose children all open on false states (its `Generated Node` lines misread) leaves no ceiling."""
     problems = make_split("test", 4, numbers=3)
-    solved = {root_prompt(p): apr(p, beam_size=5, sub_call_beam_size=5, spawn_prob=1.0, seed=i).solved
-              for i, p in enumerate(problems)}
+    solved = _solver_solved(problems)
     misread = {root_prompt(p) for p in problems[:2]}
     honest = _replay_backend(3, 4)
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ._arith import OPERATORS, apply
+from ._arith import OPERATORS, apply, solvable
 from .format import format_operations
 from .problems import Problem
 
@@ -206,8 +206,6 @@ def state_reachable(problem: Problem, text: str) -> bool:
     Returns:
         bool: ``False`` also when ``text`` has no ``Current State`` line.
     """
-    from ._arith import solvable
-
     states = list(STATE_RE.finditer(text))
     if not states:
         return False
