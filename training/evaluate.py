@@ -114,6 +114,8 @@ class ProblemResult:
     child_goal: bool = False
     child_goal_verified: bool = False
     root_child_reachable: bool = False
+    reachable_children: int = 0
+    reachable_children_verified: int = 0
     root_rule_correct: bool | None = None
 
 
@@ -168,15 +170,19 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
     stats = root_stats = StepStats()
     first_ok = None
     first = results[0].trace
-    root_spawned = child_goal = child_verified = reachable = False
+    root_spawned = child_goal = child_verified = False
+    live_children = live_children_verified = 0
     for thread in first.walk():
         if thread.parent_id is not None:
             root_spawned = True
-            # the root handed this child a true state from which the goal can still be reached
-            reachable = reachable or (thread.parent_id == first.root_id and state_reachable(problem, thread.prompt))
             child_goal = child_goal or GOAL_RE.search(thread.transcript) is not None
             # a returned path verifies when its listed operations and its lines replay from the problem's numbers
-            child_verified = child_verified or bool(thread.result and verify_path(problem, thread.result).ok)
+            verified = bool(thread.result and verify_path(problem, thread.result).ok)
+            child_verified = child_verified or verified
+            # the root handed this child a true state from which the goal can still be reached
+            if thread.parent_id == first.root_id and state_reachable(problem, thread.prompt):
+                live_children += 1
+                live_children_verified += verified
         if thread.calls:
             own = step_stats(thread.transcript)
             stats = stats + own
@@ -203,7 +209,9 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
         root_spawned=root_spawned,
         child_goal=child_goal,
         child_goal_verified=child_verified,
-        root_child_reachable=reachable,
+        root_child_reachable=live_children > 0,
+        reachable_children=live_children,
+        reachable_children_verified=live_children_verified,
         root_rule_correct=verify_path(problem, results[0].text, rule="root").ok,
     )
 
@@ -270,9 +278,18 @@ def summarize(cfg: EvalConfig, results: list[ProblemResult], seconds: float, ski
         # how often the root handed some child a true state from which the goal can be reached: the ceiling its own
         # expansion leaves to the search below it
         "root_child_reachable_share": mean([r.root_child_reachable for r in results]),
+        # of the root's children handed such a state, the share whose search returned a path that verifies: how
+        # well the children convert the root's live states (the rest chose only dead operations or lost the path)
+        "reachable_child_verified_share": _ratio(sum(r.reachable_children_verified for r in results),
+                                                 sum(r.reachable_children for r in results)),
         "failure_reasons": Counter(r.reasons[0].split(" (")[0][:60] for r in results if not r.correct).most_common(8),
         "results": [asdict(r) for r in results],
     }
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    """`part / whole` to three places, `None` when `whole` is 0."""
+    return round(part / whole, 3) if whole else None
 
 
 def _step_summary(stats: list[dict[str, Any]]) -> dict[str, Any]:

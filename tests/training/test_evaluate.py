@@ -8,7 +8,8 @@ import re
 import pytest
 
 from spawnjoin.backends.scripted import ScriptedBackend
-from spawnjoin.tasks.countdown import apr, make_split, root_prompt
+from spawnjoin.tasks.countdown import apr, make_split, root_prompt, solvable
+from spawnjoin.tasks.countdown.verify import STATE_RE
 from training.evaluate import EvalConfig, evaluate
 
 
@@ -31,6 +32,12 @@ def _replay_backend(numbers: int, n: int, *, sabotage_every: int = 0, final_path
         return answers[request.prompt]
 
     return ScriptedBackend(handler)
+
+
+def _child_state(child) -> tuple[list[int], int]:
+    """A solver child's opening state: its numbers and the target, from its first call's last `Current State`."""
+    target, numbers = STATE_RE.findall(child.calls[0].context)[-1][:2]
+    return [int(x) for x in numbers.split(", ")], int(target)
 
 
 def _solver_solved(problems: list) -> dict[str, bool]:
@@ -202,24 +209,44 @@ async def test_time_limit_skips_problems_not_started():
 
 
 async def test_root_child_reachable_share_counts_roots_that_hand_a_child_a_live_state():
-    """A root whose children all open on false states (its `Generated Node` lines misread) leaves no ceiling."""
-    problems = make_split("test", 4, numbers=3)
+    """A root whose children all open on false states (its `Generated Node` lines misread) leaves no ceiling; of the
+    children on live states, only those whose returned path verifies count as converted."""
+    problems = make_split("test", 5, numbers=3)
     solved = _solver_solved(problems)
     misread = {root_prompt(p) for p in problems[:2]}
-    honest = _replay_backend(3, 4)
+    honest = _replay_backend(3, 5)
+    # the fourth problem's children open on the solver's states but find nothing
+    lost = {k.calls[0].context for k in apr(problems[3], beam_size=5, sub_call_beam_size=5, spawn_prob=1.0,
+                                             seed=3).root.children}
 
     def handler(request):
+        if request.prompt in lost:
+            return "No solution found.\n"
         reply = honest._handler(request)
         if request.prompt in misread:  # every child node gets a number that is in no state
             reply = reply.replace("Resulting Numbers: [", "Resulting Numbers: [1000, ")
             reply = re.sub(r"(Generated Node #[\d,]+: \d+:\[)", r"\g<1>1000, ", reply)
         return reply
 
-    report = await evaluate(EvalConfig(model="scripted", numbers=3, n=4), backend=ScriptedBackend(handler))
+    report = await evaluate(EvalConfig(model="scripted", numbers=3, n=5), backend=ScriptedBackend(handler))
     flags = [row["root_child_reachable"] for row in report["results"]]
     assert flags[:2] == [False, False]
     assert all(row["root_spawned"] for row in report["results"])
     # a root the solver solved handed some child the state that led to the goal
     assert any(solved[root_prompt(p)] for p in problems[2:])
     assert all(flags[k] for k, p in enumerate(problems) if solved[root_prompt(p)] and root_prompt(p) not in misread)
-    assert report["root_child_reachable_share"] == round(sum(flags) / 4, 3)
+    assert report["root_child_reachable_share"] == round(sum(flags) / 5, 3)
+    # the honest roots' children are the solver's: count those opening on a live state and those whose path verifies
+    live = verified = 0
+    for i, p in enumerate(problems):
+        assert report["results"][i]["reachable_children"] >= report["results"][i]["reachable_children_verified"]
+        if root_prompt(p) in misread:
+            assert report["results"][i]["reachable_children"] == 0
+            continue
+        tree = apr(p, beam_size=5, sub_call_beam_size=5, spawn_prob=1.0, seed=i)
+        kids = [k for k in tree.root.children if solvable(*_child_state(k))]
+        assert report["results"][i]["reachable_children"] == len(kids)
+        live, verified = live + len(kids), verified + sum(k.solved for k in kids if i != 3)
+        assert report["results"][i]["reachable_children_verified"] == (0 if i == 3 else sum(k.solved for k in kids))
+    assert live > verified > 0
+    assert report["reachable_child_verified_share"] == round(verified / live, 3)
