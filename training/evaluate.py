@@ -303,7 +303,7 @@ def _step_summary(stats: list[dict[str, Any]]) -> dict[str, Any]:
     for op in "+-*/":
         total = sum(s["by_operator"][op]["total"] for s in stats if s)
         correct = sum(s["by_operator"][op]["correct"] for s in stats if s)
-        by_op[op] = round(correct / total, 3) if total else None
+        by_op[op] = _ratio(correct, total)
     return {"steps": steps, "arithmetic_accuracy": share("correct"), "operands_available": share("operands_available"),
             "results_consistent": share("results_consistent"), "arithmetic_by_operator": by_op}
 

@@ -40,10 +40,14 @@ def _child_state(child) -> tuple[list[int], int]:
     return [int(x) for x in numbers.split(", ")], int(target)
 
 
+def _solver_trees(problems: list) -> list:
+    """The solver's trees that `_replay_backend` replays (its default final path), one per problem."""
+    return [apr(p, beam_size=5, sub_call_beam_size=5, spawn_prob=1.0, seed=i) for i, p in enumerate(problems)]
+
+
 def _solver_solved(problems: list) -> dict[str, bool]:
     """Whether the solver's tree (what `_replay_backend` replays) solves each problem, by root prompt."""
-    return {root_prompt(p): apr(p, beam_size=5, sub_call_beam_size=5, spawn_prob=1.0, seed=i).solved
-            for i, p in enumerate(problems)}
+    return {root_prompt(p): tree.solved for p, tree in zip(problems, _solver_trees(problems), strict=True)}
 
 
 async def test_report_is_well_formed(tmp_path):
@@ -212,12 +216,12 @@ async def test_root_child_reachable_share_counts_roots_that_hand_a_child_a_live_
     """A root whose children all open on false states (its `Generated Node` lines misread) leaves no ceiling; of the
     children on live states, only those whose returned path verifies count as converted."""
     problems = make_split("test", 5, numbers=3)
-    solved = _solver_solved(problems)
+    trees = _solver_trees(problems)
+    solved = {root_prompt(p): tree.solved for p, tree in zip(problems, trees, strict=True)}
     misread = {root_prompt(p) for p in problems[:2]}
     honest = _replay_backend(3, 5)
     # the fourth problem's children open on the solver's states but find nothing
-    lost = {k.calls[0].context for k in apr(problems[3], beam_size=5, sub_call_beam_size=5, spawn_prob=1.0,
-                                             seed=3).root.children}
+    lost = {k.calls[0].context for k in trees[3].root.children}
 
     def handler(request):
         if request.prompt in lost:
@@ -243,8 +247,7 @@ async def test_root_child_reachable_share_counts_roots_that_hand_a_child_a_live_
         if root_prompt(p) in misread:
             assert report["results"][i]["reachable_children"] == 0
             continue
-        tree = apr(p, beam_size=5, sub_call_beam_size=5, spawn_prob=1.0, seed=i)
-        kids = [k for k in tree.root.children if solvable(*_child_state(k))]
+        kids = [k for k in trees[i].root.children if solvable(*_child_state(k))]
         assert report["results"][i]["reachable_children"] == len(kids)
         live, verified = live + len(kids), verified + sum(k.solved for k in kids if i != 3)
         assert report["results"][i]["reachable_children_verified"] == (0 if i == 3 else sum(k.solved for k in kids))
