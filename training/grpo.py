@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import tempfile
 import time
 from dataclasses import dataclass
@@ -391,6 +392,22 @@ def tree_trainer_class() -> type:
 # --------------------------------------------------------------------------------------------------- train
 
 
+def training_problems(cfg: TreeGRPOConfig) -> list[Any]:
+    """The first `cfg.train_problems` training-split problems, only those the solver solves if `solver_beam` is set.
+
+    The filter runs `spawnjoin.tasks.countdown.apr` with the demonstrations' search (root beam `solver_beam`,
+    children one wider, every node spawned, two spawning levels), which is deterministic.
+    """
+    from spawnjoin.tasks.countdown import apr, iter_split
+
+    stream = iter_split("train", numbers=cfg.numbers, seed=cfg.problem_seed)
+    if cfg.solver_beam:
+        b = cfg.solver_beam
+        stream = (p for p in stream
+                  if apr(p, beam_size=b, sub_call_beam_size=b + 1, spawn_prob=1.0, spawn_levels=2, seed=0).solved)
+    return list(itertools.islice(stream, cfg.train_problems))
+
+
 def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None, tokenizer: Any = None) -> Any:
     """Run tree GRPO from `cfg.model_name_or_path` and save the final model to `output_dir/final`.
 
@@ -407,7 +424,7 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from spawnjoin.tasks.countdown import make_split, root_prompt
+    from spawnjoin.tasks.countdown import root_prompt
 
     from .callbacks import TimedSave, resume_checkpoint, wall_clock
     from .memory import fix_mmap_threshold
@@ -419,7 +436,7 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
         model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=torch.float32)
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
-    problems = make_split("train", cfg.train_problems, numbers=cfg.numbers, seed=cfg.problem_seed)
+    problems = training_problems(cfg)
     dataset = Dataset.from_dict({"prompt": [root_prompt(p) for p in problems]})
     reward_funcs: list[Any] = [tree_correct_reward]
     if cfg.parallel_bonus > 0:

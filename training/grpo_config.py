@@ -29,6 +29,10 @@ class TreeGRPOConfig(GRPOConfig):
             Training-split problems to draw prompts from.
         problem_seed (`int`, *optional*, defaults to `0`):
             Seed of the problem stream.
+        solver_beam (`int`, *optional*, defaults to `0`):
+            Keep only problems the reference APR solver solves with this root beam (children one wider, every
+            node spawned, two spawning levels: the demonstrations' search); 0 keeps every problem. A problem
+            the imitated search cannot solve rarely gives a group any success, and so no advantage.
 
         > Rollouts
 
@@ -83,6 +87,9 @@ class TreeGRPOConfig(GRPOConfig):
     numbers: int = field(default=4, metadata={"help": "Numbers per Countdown problem."})
     train_problems: int = field(default=2000, metadata={"help": "Training-split problems to draw prompts from."})
     problem_seed: int = field(default=0, metadata={"help": "Seed of the problem stream."})
+    solver_beam: int = field(
+        default=0, metadata={"help": "Keep only problems the APR solver solves at this root beam (0: all)."}
+    )
 
     # Rollouts
     context_window: int = field(default=1024, metadata={"help": "Per-thread context window of each rollout."})
@@ -154,6 +161,8 @@ class TreeGRPOConfig(GRPOConfig):
             raise ValueError("loss_chunk_rows must be >= 0")
         if self.score_chunk_rows < 1:
             raise ValueError("score_chunk_rows must be >= 1")
+        if self.solver_beam < 0:
+            raise ValueError("solver_beam must be >= 0")
         if self.parallel_bonus < 0:
             raise ValueError("parallel_bonus must be >= 0")
         super().__post_init__()

@@ -232,3 +232,24 @@ def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
     steps = [h for h in resumed.state.log_history if "reward_std" in h]
     assert [h["step"] for h in steps] == [1, 2]
     assert steps[0] == logged[0]  # step 1 was restored from the checkpoint, not run again (its timings match)
+
+
+def test_solver_beam_keeps_the_problems_the_demonstration_search_solves():
+    """`solver_beam` keeps, in stream order, exactly the problems the APR solver solves with the demonstrations'
+    search; 0 gives the plain `make_split` prefix; a negative beam is refused."""
+    from training.grpo import training_problems
+
+    def cfg(beam: int) -> TreeGRPOConfig:
+        return TreeGRPOConfig(output_dir="unused", numbers=4, train_problems=30, problem_seed=8, solver_beam=beam)
+
+    plain = training_problems(cfg(0))
+    assert plain == make_split("train", 30, numbers=4, seed=8)
+    kept = training_problems(cfg(1))
+    assert len(kept) == 30
+    stream = make_split("train", 300, numbers=4, seed=8)
+    verdicts = [apr(p, beam_size=1, sub_call_beam_size=2, spawn_prob=1.0, spawn_levels=2, seed=0).solved
+                for p in stream]
+    assert kept == [p for p, ok in zip(stream, verdicts, strict=True) if ok][:30]
+    assert not all(verdicts[: stream.index(kept[-1]) + 1])  # some problems were dropped
+    with pytest.raises(ValueError, match="solver_beam"):
+        cfg(-1)
