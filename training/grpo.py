@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from spawnjoin.tasks.countdown import Problem
     from spawnjoin.trace import Trace
 
     from .grpo_config import TreeGRPOConfig
@@ -392,7 +393,7 @@ def tree_trainer_class() -> type:
 # --------------------------------------------------------------------------------------------------- train
 
 
-def training_problems(cfg: TreeGRPOConfig) -> list[Any]:
+def training_problems(cfg: TreeGRPOConfig) -> list[Problem]:
     """The first `cfg.train_problems` training-split problems, only those the solver solves if `solver_beam` is set.
 
     The filter runs `spawnjoin.tasks.countdown.apr` with the demonstrations' search (root beam `solver_beam`,
