@@ -1,7 +1,7 @@
 # The two commands of the README, and what CI runs (.ci/run calls `make test`).
 VENV ?= .venv
 PIP = $(VENV)/bin/pip install -q -c constraints/cpu.txt
-PROMPT ?= 24 4 9 3
+PROMPT ?= 27 88 25 84 2
 
 .PHONY: solve test install install-dev lint
 
