@@ -152,6 +152,11 @@ class Trace(BaseModel):
             stack.extend(reversed(self.threads[tid].children))
         return out
 
+    @property
+    def malformed_spawns(self) -> int:
+        """Threads a dialect ended for a malformed spawn block (their `reason` starts with "malformed spawn")."""
+        return sum(1 for t in self.threads.values() if (t.reason or "").startswith("malformed spawn"))
+
     def save(self, path: str | Path) -> Path:
         """Write the trace as JSON to `path` and return it."""
         p = Path(path)

@@ -189,7 +189,7 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
             if thread.id == first.root_id:
                 root_stats = own
                 first_ok = _first_step_reads_state(thread.transcript)
-    malformed = sum(1 for t in results[0].trace.walk() if (t.reason or "").startswith("malformed spawn"))
+    malformed = results[0].trace.malformed_spawns
     return ProblemResult(
         problem=str(problem),
         correct=verdicts[0].ok,

@@ -11,7 +11,8 @@ training rows:
   block a parent wrote (the join replaces it in the transcript, so it gets its own row: the context it was written
   in, then the block) and every child thread's transcript (with its own spawn rows, for deeper trees).
 
-The reward (`tree_correct_reward`, optionally plus `parallelism_bonus_reward`) is computed once per tree, TRL
+The reward (`tree_correct_reward`, optionally plus `parallelism_bonus_reward` and minus `malformed_spawn_reward`'s
+penalty) is computed once per tree, TRL
 normalises it within the group, and `TreeGRPOTrainer` puts the tree's advantage on every one of its rows (divided by
 the tree's row count with `tree_loss_weighting="per_tree"`, as APR divides each sequence's loss).
 
@@ -43,6 +44,7 @@ __all__ = [
     "Row",
     "add_parser",
     "make_rollout_func",
+    "malformed_spawn_reward",
     "parallelism_bonus_reward",
     "run",
     "train",
@@ -79,6 +81,38 @@ def parallelism_bonus_reward(prompts: list, completions: list, tree_correct: lis
         (1.0 - seq / total) if ok and total > 0 else 0.0
         for ok, total, seq in zip(tree_correct, tree_total_tokens, tree_sequential_tokens, strict=True)
     ]
+
+
+def malformed_spawn_reward(prompts: list, completions: list, tree_malformed_spawns: list[int],
+                           **kwargs: Any) -> list[float]:
+    """-1.0 for a tree in which a dialect refused a spawn block (that thread ended with no children), else 0.0.
+
+    Weighted by `malformed_penalty`. The correctness reward alone cannot hold the spawn format in place: most trees
+    earn 0 whatever their format, so a format that drifts costs nothing until accuracy falls.
+
+    >>> malformed_spawn_reward(["p"] * 2, ["a"] * 2, tree_malformed_spawns=[0, 2])
+    [0.0, -1.0]
+    """
+    return [-1.0 if n > 0 else 0.0 for n in tree_malformed_spawns]
+
+
+def reward_functions(cfg: TreeGRPOConfig) -> tuple[list[Any], list[float]]:
+    """The reward functions `cfg` asks for, and their weights (correctness always, with weight 1).
+
+    >>> from training.grpo_config import TreeGRPOConfig
+    >>> funcs, weights = reward_functions(TreeGRPOConfig(output_dir="/tmp/x", malformed_penalty=0.5))
+    >>> [f.__name__ for f in funcs], weights
+    (['tree_correct_reward', 'malformed_spawn_reward'], [1.0, 0.5])
+    """
+    funcs: list[Any] = [tree_correct_reward]
+    weights = [1.0]
+    if cfg.parallel_bonus > 0:
+        funcs.append(parallelism_bonus_reward)
+        weights.append(cfg.parallel_bonus)
+    if cfg.malformed_penalty > 0:
+        funcs.append(malformed_spawn_reward)
+        weights.append(cfg.malformed_penalty)
+    return funcs, weights
 
 
 # --------------------------------------------------------------------------------------------------- rows
@@ -171,7 +205,7 @@ def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *
     Each call saves the current policy to a temporary directory, solves every prompt entry (TRL has already
     repeated each prompt `num_generations` times) through the spawnjoin runtime, verifies each root's final path,
     and returns one root row per entry plus the extra keys `env_mask`, `tree_rows`, `tree_correct`,
-    `tree_total_tokens`, `tree_sequential_tokens` and `tree_threads`.
+    `tree_total_tokens`, `tree_sequential_tokens`, `tree_threads` and `tree_malformed_spawns`.
 
     Args:
         cfg (`TreeGRPOConfig`): Budget and rollout settings.
@@ -220,7 +254,7 @@ def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *
         trainer._metrics["train"]["tree/rollout_seconds"].append(time.perf_counter() - started)
         out: dict[str, list[Any]] = {k: [] for k in (
             "prompt_ids", "completion_ids", "env_mask", "tree_rows", "tree_correct", "tree_total_tokens",
-            "tree_sequential_tokens", "tree_threads")}
+            "tree_sequential_tokens", "tree_threads", "tree_malformed_spawns")}
         for prompt, result in zip(prompts, results, strict=True):
             root, extra = tree_rows(result.trace, tokenizer)
             out["prompt_ids"].append(root.prompt_ids)
@@ -231,6 +265,7 @@ def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *
             out["tree_total_tokens"].append(result.metrics.total_tokens)
             out["tree_sequential_tokens"].append(result.metrics.sequential_tokens)
             out["tree_threads"].append(result.metrics.threads)
+            out["tree_malformed_spawns"].append(result.trace.malformed_spawns)
         return {**out, "logprobs": None}
 
     return rollout_func
@@ -439,10 +474,9 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
         tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
     problems = training_problems(cfg)
     dataset = Dataset.from_dict({"prompt": [root_prompt(p) for p in problems]})
-    reward_funcs: list[Any] = [tree_correct_reward]
-    if cfg.parallel_bonus > 0:
-        reward_funcs.append(parallelism_bonus_reward)
-        cfg.reward_weights = [1.0, cfg.parallel_bonus]
+    reward_funcs, weights = reward_functions(cfg)
+    if len(reward_funcs) > 1:
+        cfg.reward_weights = weights
     trainer = tree_trainer_class()(
         model=model,
         reward_funcs=reward_funcs,

@@ -59,6 +59,9 @@ class TreeGRPOConfig(GRPOConfig):
 
         parallel_bonus (`float`, *optional*, defaults to `0.0`):
             ThreadWeaver-style bonus added to correct rollouts: `parallel_bonus * (1 - sequential / total tokens)`.
+        malformed_penalty (`float`, *optional*, defaults to `0.0`):
+            Subtracted from a rollout's reward when its tree holds a spawn block the dialect refused as malformed,
+            so a drifting spawn format costs reward even when the tree fails anyway.
         tree_loss_weighting (`str`, *optional*, defaults to `"per_tree"`):
             `"per_tree"`: each sequence's advantage is divided by the number of sequences of its tree, so a tree
             weighs the same however many threads it ran (APR); `"tokens"`: every token weighs the same.
@@ -107,6 +110,10 @@ class TreeGRPOConfig(GRPOConfig):
     # Rewards and loss
     parallel_bonus: float = field(
         default=0.0, metadata={"help": "Bonus for correct rollouts: bonus * (1 - sequential / total tokens)."}
+    )
+    malformed_penalty: float = field(
+        default=0.0, metadata={"help": "Subtracted from a rollout's reward when a spawn block in its tree was refused "
+                                       "as malformed (0: off)."}
     )
     tree_loss_weighting: str = field(
         default="per_tree",
@@ -165,4 +172,6 @@ class TreeGRPOConfig(GRPOConfig):
             raise ValueError("solver_beam must be >= 0")
         if self.parallel_bonus < 0:
             raise ValueError("parallel_bonus must be >= 0")
+        if self.malformed_penalty < 0:
+            raise ValueError("malformed_penalty must be >= 0 (it is subtracted)")
         super().__post_init__()

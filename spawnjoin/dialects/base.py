@@ -45,7 +45,10 @@ class Spawn(BaseModel):
 
 
 class Done(BaseModel):
-    """The thread is finished. `reason` is None for a normal end, else why it ended early."""
+    """The thread is finished. `reason` is None for a normal end, else why it ended early.
+
+    With `malformed=True` the reason starts with "malformed spawn" (`Trace.malformed_spawns` counts these).
+    """
 
     model_config = ConfigDict(frozen=True)
 

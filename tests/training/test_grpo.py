@@ -15,7 +15,14 @@ pytest.importorskip("trl")
 
 from spawnjoin.backends.scripted import ScriptedBackend  # noqa: E402
 from spawnjoin.tasks.countdown import apr, make_split, root_prompt  # noqa: E402
-from training.grpo import parallelism_bonus_reward, tree_correct_reward, tree_rows, tree_trainer_class  # noqa: E402
+from training.grpo import (  # noqa: E402
+    malformed_spawn_reward,
+    parallelism_bonus_reward,
+    reward_functions,
+    tree_correct_reward,
+    tree_rows,
+    tree_trainer_class,
+)
 from training.grpo_config import TreeGRPOConfig  # noqa: E402
 
 
@@ -30,15 +37,21 @@ def _solved_trees(n: int) -> list:
     raise AssertionError("the solver found too few spawning solved trees")
 
 
-def _script(trees: list, *, sabotage: bool):
-    """Handler answering every call of the given trees; every other root continuation is replaced by a dead end."""
+def _script(trees: list, *, sabotage: bool, misnumber: bool = False):
+    """Handler answering every call of the given trees; every other root continuation is replaced by a dead end
+    (`sabotage`), or every other spawn block of a root numbers its first sub search 1 instead of 0 (`misnumber`),
+    which the APR dialect refuses as malformed."""
     answers = {call.context: call.target for tree in trees for thread in tree.threads() for call in thread.calls}
+    roots = {tree.root.calls[0].context for tree in trees}
     counter = itertools.count()
+    spawns = itertools.count()
 
     def handler(request):
         target = answers[request.prompt]
         if sabotage and "<Sub Searches>" in request.prompt and next(counter) % 2 == 1:
             return "No solution found.\n"
+        if misnumber and request.prompt in roots and next(spawns) % 2 == 1:
+            return target.replace("<Start Sub Search 0 at", "<Start Sub Search 1 at", 1)
         return target
 
     return handler
@@ -89,6 +102,43 @@ async def test_tree_rows_mask_join_text(tokenizer):
 def test_rewards():
     assert tree_correct_reward([], [], tree_correct=[True, False]) == [1.0, 0.0]
     assert parallelism_bonus_reward([], [], [True, True], [100, 0], [25, 0]) == [0.75, 0.0]
+    assert malformed_spawn_reward([], [], tree_malformed_spawns=[0, 1, 3]) == [0.0, -1.0, -1.0]
+    funcs, weights = reward_functions(TreeGRPOConfig(output_dir="/tmp/x", parallel_bonus=0.2, malformed_penalty=0.5))
+    assert funcs == [tree_correct_reward, parallelism_bonus_reward, malformed_spawn_reward]
+    assert weights == [1.0, 0.2, 0.5]
+    assert reward_functions(TreeGRPOConfig(output_dir="/tmp/x")) == ([tree_correct_reward], [1.0])
+    with pytest.raises(ValueError, match="malformed_penalty"):
+        TreeGRPOConfig(output_dir="/tmp/x", malformed_penalty=-1.0)
+
+
+def test_malformed_spawns_are_counted_and_penalised(tokenizer, tmp_path):
+    """A root whose spawn block is misnumbered ends with no children; the rollout reports it, and with
+    `malformed_penalty` the tree's reward drops by the penalty although it fails anyway."""
+    from datasets import Dataset
+
+    from training.grpo import make_rollout_func
+
+    trees = _solved_trees(2)
+    prompts = [root_prompt(t.problem) for t in trees]
+    cfg = TreeGRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=4, max_steps=1,
+                         context_window=1024, max_completion_length=1024, seed=0, malformed_penalty=0.5)
+    funcs, weights = reward_functions(cfg)
+    cfg.reward_weights = weights
+    trainer = tree_trainer_class()(
+        model=_tiny_model(tokenizer), reward_funcs=funcs, args=cfg,
+        train_dataset=Dataset.from_dict({"prompt": prompts * 4}), processing_class=tokenizer,
+        rollout_func=make_rollout_func(cfg, tokenizer, backend_factory=lambda _: ScriptedBackend(
+            _script(trees, sabotage=False, misnumber=True))),
+    )
+    inputs = [{"prompt": p} for p in prompts for _ in range(2)]
+    trainer._generate_and_score_completions(inputs)
+    malformed = [x["tree_malformed_spawns"] for x in inputs]
+    correct = [x["tree_correct"] for x in inputs]
+    assert sorted(malformed) == [0, 0, 1, 1]
+    assert all(ok == (n == 0) for ok, n in zip(correct, malformed, strict=True))  # the refused root has no answer
+    logged = trainer._metrics["train"]
+    assert logged["rewards/malformed_spawn_reward/mean"][-1] == pytest.approx(-0.5)
+    assert logged["reward"][-1] == pytest.approx(0.5 * 1.0 + 0.5 * -0.5)  # weighted sum: correct 1, penalty 0.5
 
 
 def test_grpo_step_shares_advantage_over_tree(tokenizer, tmp_path, monkeypatch):
