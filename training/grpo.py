@@ -266,6 +266,9 @@ def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *
             out["tree_sequential_tokens"].append(result.metrics.sequential_tokens)
             out["tree_threads"].append(result.metrics.threads)
             out["tree_malformed_spawns"].append(result.trace.malformed_spawns)
+        # the share of trees with a refused spawn block: the format drift the correctness reward cannot see
+        share = sum(n > 0 for n in out["tree_malformed_spawns"]) / max(len(results), 1)
+        trainer._metrics["train"]["tree/malformed_share"].append(share)
         return {**out, "logprobs": None}
 
     return rollout_func

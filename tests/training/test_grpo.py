@@ -137,6 +137,7 @@ def test_malformed_spawns_are_counted_and_penalised(tokenizer, tmp_path):
     assert sorted(malformed) == [0, 0, 1, 1]
     assert all(ok == (n == 0) for ok, n in zip(correct, malformed, strict=True))  # the refused root has no answer
     logged = trainer._metrics["train"]
+    assert logged["tree/malformed_share"][-1] == pytest.approx(0.5)
     assert logged["rewards/malformed_spawn_reward/mean"][-1] == pytest.approx(-0.5)
     assert logged["reward"][-1] == pytest.approx(0.5 * 1.0 + 0.5 * -0.5)  # weighted sum: correct 1, penalty 0.5
 
@@ -268,6 +269,7 @@ def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
     logged = [h for h in trainer.state.log_history if "reward_std" in h]
     assert logged and "rewards/tree_correct_reward/mean" in logged[0]
     assert 0 < float(logged[0]["tree/rollout_seconds"]) < float(logged[0]["step_time"])
+    assert float(logged[0]["tree/malformed_share"]) == 0.0  # the replayed demonstration trees are well formed
     assert 0 < float(logged[0]["memory/rss_gb"]) <= float(logged[0]["memory/peak_rss_gb"]) + 0.01
     moved = any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert moved == (float(logged[0]["reward_std"]) > 0)
