@@ -3,7 +3,10 @@
 * Training (`--train NAME=RUN_DIR ...`): loss against tokens seen, tokens seen against wall time, and training
   throughput (tokens per second) against wall time, read from the run's `trainer_state.json` (its `final/` or its
   newest checkpoint).
-* Evaluation (`--eval REPORT.json ...`, written by `spawnjoin-train eval`): accuracy against mean total tokens,
+* GRPO (`--grpo NAME=RUN_DIR ...`): the mean reward and token entropy per step, and the share of trees with a
+  malformed spawn block when the run logged it.
+* Evaluation (`--eval [NAME=]REPORT.json ...`, written by `spawnjoin-train eval`; `NAME` replaces the report's
+  own name as its label): accuracy against mean total tokens,
   mean sequential tokens and mean latency per problem, one marker per report, plus each report's cumulative curve
   (share of problems solved within x, read off the same solves: an upper-envelope view, not a separate budget run).
 """
@@ -15,7 +18,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "load_log_history", "plot_eval", "plot_grpo", "plot_training", "reward_curve", "run"]
+__all__ = [
+    "add_parser",
+    "load_eval_reports",
+    "load_log_history",
+    "malformed_share_history",
+    "plot_eval",
+    "plot_grpo",
+    "plot_training",
+    "reward_curve",
+    "run",
+]
 
 _EVAL_AXES = (
     ("total_tokens", "mean_total_tokens", "total tokens per problem", "accuracy_vs_total_tokens.png"),
@@ -123,9 +136,24 @@ def reward_curve(history: list[dict[str, Any]], window: int = 5, key: str = "rew
     return out
 
 
+_MALFORMED = "tree/malformed_share"
+_PENALTY_MEAN = "rewards/malformed_spawn_reward/mean"
+
+
+def malformed_share_history(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`history` with `tree/malformed_share` filled in from the penalty reward's mean where only that was logged
+    (the reward is -1 for a tree with a malformed spawn, 0 otherwise, so its mean is minus the share).
+
+    >>> malformed_share_history([{"step": 1, "rewards/malformed_spawn_reward/mean": -0.25}])[0]["tree/malformed_share"]
+    0.25
+    """
+    return [{**e, _MALFORMED: -float(e[_PENALTY_MEAN])} if _MALFORMED not in e and _PENALTY_MEAN in e else e
+            for e in history]
+
+
 def plot_grpo(runs: dict[str, str | Path], out_dir: str | Path, window: int = 5) -> list[Path]:
     """Plot, per GRPO step, the mean rollout reward and the policy's mean token entropy (points) with their
-    trailing means (lines) for each named run.
+    trailing means (lines) for each named run, and the share of trees with a malformed spawn when a run logged it.
 
     Args:
         runs (`dict[str, str | Path]`): Run label to GRPO output directory.
@@ -138,10 +166,12 @@ def plot_grpo(runs: dict[str, str | Path], out_dir: str | Path, window: int = 5)
     plt = _plt()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    panels = (("reward", "mean reward of the step's rollout trees"), ("entropy", "mean token entropy (nats)"))
-    for name, run_dir in runs.items():
-        history = load_log_history(run_dir)
+    histories = {name: malformed_share_history(load_log_history(run_dir)) for name, run_dir in runs.items()}
+    panels = [("reward", "mean reward of the step's rollout trees"), ("entropy", "mean token entropy (nats)")]
+    if any(_MALFORMED in e for history in histories.values() for e in history):
+        panels.append((_MALFORMED, "share of trees with a malformed spawn"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
+    for name, history in histories.items():
         for ax, (key, _) in zip(axes, panels, strict=True):
             curve = reward_curve(history, window, key=key)
             if curve:
@@ -157,6 +187,28 @@ def plot_grpo(runs: dict[str, str | Path], out_dir: str | Path, window: int = 5)
     fig.savefig(out / "grpo_reward.png", dpi=120)
     plt.close(fig)
     return [out / "grpo_reward.png"]
+
+
+def load_eval_reports(items: list[str]) -> list[dict[str, Any]]:
+    """Read `spawnjoin-train eval` reports given as `REPORT.json` or `NAME=REPORT.json` (`NAME` becomes the
+    report's `name`, its label in the plots). An item that is itself an existing file is read as a path.
+
+    Args:
+        items (`list[str]`): The `--eval` arguments.
+
+    Returns:
+        `list[dict]`: The reports, in order.
+    """
+    reports = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or Path(item).is_file():
+            name, path = "", item
+        report = json.loads(Path(path).read_text())
+        if name:
+            report["name"] = name
+        reports.append(report)
+    return reports
 
 
 def plot_eval(reports: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
@@ -211,7 +263,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("plot", help="training curves and evaluation figures (matplotlib)")
     p.add_argument("--train", nargs="*", default=[], metavar="NAME=RUN_DIR", help="training runs to plot")
     p.add_argument("--grpo", nargs="*", default=[], metavar="NAME=RUN_DIR", help="GRPO runs: reward and entropy per step")
-    p.add_argument("--eval", nargs="*", default=[], metavar="REPORT", help="eval reports (JSON) to plot")
+    p.add_argument("--eval", nargs="*", default=[], metavar="[NAME=]REPORT",
+                   help="eval reports (JSON) to plot, optionally labelled NAME instead of the report's name")
     p.add_argument("--out", required=True, help="output directory for the PNG files")
     p.set_defaults(run=run)
     return p
@@ -233,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
     if args.grpo:
         written += plot_grpo(dict(item.split("=", 1) for item in args.grpo), args.out)
     if args.eval:
-        written += plot_eval([json.loads(Path(p).read_text()) for p in args.eval], args.out)
+        written += plot_eval(load_eval_reports(args.eval), args.out)
     for path in written:
         print(path)
     return 0

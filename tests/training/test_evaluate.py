@@ -185,6 +185,20 @@ def test_plots(tmp_path):
     assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
 
 
+def test_eval_reports_take_an_optional_label(tmp_path):
+    import json
+
+    from training.plots import load_eval_reports
+
+    (tmp_path / "a.json").write_text(json.dumps({"name": "runs/x/final", "accuracy": 0.5}))
+    odd = tmp_path / "k=v.json"  # a path that holds "=" is still read as a path
+    odd.write_text(json.dumps({"name": "odd"}))
+    reports = load_eval_reports([str(tmp_path / "a.json"), f"APR 3n={tmp_path / 'a.json'}", str(odd)])
+    assert [r["name"] for r in reports] == ["runs/x/final", "APR 3n", "odd"]
+    with pytest.raises(FileNotFoundError):
+        load_eval_reports([f"label={tmp_path / 'missing.json'}"])
+
+
 def test_grpo_reward_curve_and_plot(tmp_path):
     pytest.importorskip("matplotlib")
     import json
@@ -204,6 +218,17 @@ def test_grpo_reward_curve_and_plot(tmp_path):
     (tmp_path / "run" / "final" / "trainer_state.json").write_text(json.dumps({"log_history": history}))
     paths = plot_grpo({"GRPO": tmp_path / "run"}, tmp_path / "img", window=3)
     assert [p.name for p in paths] == ["grpo_reward.png"] and paths[0].stat().st_size > 0
+
+    # The malformed share: logged directly, or read back from the penalty reward's mean (minus the share).
+    from training.plots import malformed_share_history
+
+    penalised = [{"step": 1, "rewards/malformed_spawn_reward/mean": -0.5}, {"step": 2, "tree/malformed_share": 0.25,
+                 "rewards/malformed_spawn_reward/mean": -0.75}, {"step": 3, "reward": 0.1}]
+    shares = reward_curve(malformed_share_history(penalised), window=2, key="tree/malformed_share")
+    assert shares == [(1, 0.5, 0.5), (2, 0.25, 0.375)]  # a logged share wins over the reward's mean
+    (tmp_path / "pen" / "final").mkdir(parents=True)
+    (tmp_path / "pen" / "final" / "trainer_state.json").write_text(json.dumps({"log_history": history + penalised}))
+    assert plot_grpo({"GRPO": tmp_path / "run", "penalty": tmp_path / "pen"}, tmp_path / "img2")[0].exists()
 
 
 async def test_time_limit_skips_problems_not_started():
