@@ -12,20 +12,29 @@ from transformers.trainer_utils import get_last_checkpoint
 __all__ = ["TimedSave", "resume_checkpoint", "wall_clock"]
 
 
-def wall_clock(when: str | None) -> float | None:
-    """Epoch seconds of `when`: `"HH:MM"` (UTC, today) or epoch seconds as a string; `None` stays `None`.
+def wall_clock(when: str | None, *, ahead: bool = False, now: float | None = None) -> float | None:
+    """Epoch seconds of `when`: `"HH:MM"` (UTC) or epoch seconds as a string; `None` stays `None`.
+
+    `"HH:MM"` is that time today, or with `ahead=True` (deadlines) its next occurrence, tomorrow when today's is
+    past, so that `--stop_at 00:30` given at 23:00 means the coming half past midnight rather than a deadline
+    already passed (which would stop a run after its first step).
 
     >>> wall_clock("1700000000")
     1700000000.0
     >>> wall_clock(None) is None
     True
+    >>> at_2300 = 1796598000.0  # 2026-12-06 23:00 UTC
+    >>> wall_clock("00:30", now=at_2300) - at_2300, wall_clock("00:30", ahead=True, now=at_2300) - at_2300
+    (-81000.0, 5400.0)
     """
     if not when:
         return None
     if ":" in when:
         hh, mm = (int(x) for x in when.split(":"))
-        now = time.gmtime()
-        return time.mktime((now.tm_year, now.tm_mon, now.tm_mday, hh, mm, 0, 0, 0, 0)) - time.timezone
+        now = time.time() if now is None else now
+        day = now - now % 86400  # UTC midnight
+        at = day + hh * 3600 + mm * 60
+        return at + 86400 if ahead and at <= now else at
     return float(when)
 
 

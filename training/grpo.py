@@ -487,7 +487,7 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
         train_dataset=dataset,
         processing_class=tokenizer,
         rollout_func=make_rollout_func(cfg, tokenizer, backend_factory=backend_factory),
-        callbacks=[TimedSave(save_every_minutes=cfg.save_every_minutes, deadline=wall_clock(cfg.stop_at))],
+        callbacks=[TimedSave(save_every_minutes=cfg.save_every_minutes, deadline=wall_clock(cfg.stop_at, ahead=True))],
     )
     assert cfg.output_dir is not None  # TrainingArguments.__post_init__ defaults it
     trainer.train(resume_from_checkpoint=resume_checkpoint(cfg.output_dir, cfg.resume, "grpo"))

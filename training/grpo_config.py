@@ -69,7 +69,8 @@ class TreeGRPOConfig(GRPOConfig):
         > Wall clock
 
         stop_at (`str`, *optional*):
-            Deadline, `HH:MM` UTC today or epoch seconds: save a checkpoint, stop, and export `final` as usual.
+            Deadline, `HH:MM` UTC (its next occurrence, tomorrow once today's is past) or epoch seconds: save a
+            checkpoint, stop, and export `final` as usual.
         save_every_minutes (`float`, *optional*, defaults to `0`):
             Also checkpoint every this many minutes (0: only as `save_strategy` says).
         resume (`bool`, *optional*, defaults to `False`):
@@ -123,7 +124,8 @@ class TreeGRPOConfig(GRPOConfig):
 
     # Wall clock
     stop_at: str | None = field(
-        default=None, metadata={"help": "Deadline, HH:MM UTC today or epoch seconds: save, stop, export final."}
+        default=None,
+        metadata={"help": "Deadline, HH:MM UTC (next occurrence) or epoch seconds: save, stop, export final."},
     )
     save_every_minutes: float = field(default=0.0, metadata={"help": "Checkpoint every this many minutes (0: off)."})
     resume: bool = field(default=False, metadata={"help": "Resume from the newest checkpoint in output_dir."})

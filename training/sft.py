@@ -378,7 +378,7 @@ def _callbacks(cfg: SpawnJoinSFTConfig, tokenizer: PreTrainedTokenizerFast) -> l
 
     from .callbacks import TimedSave, wall_clock
 
-    deadline = wall_clock(cfg.stop_at)
+    deadline = wall_clock(cfg.stop_at, ahead=True)
 
     class Throughput(TrainerCallback):
         """Add `tokens_per_second` (since the previous log) and `elapsed_minutes` to each log entry."""

@@ -75,7 +75,8 @@ class SpawnJoinSFTConfig(SFTConfig):
         save_every_minutes (`float`, *optional*, defaults to `10.0`):
             Save a checkpoint at the first step after this many minutes since the last one (0 disables).
         stop_at (`str`, *optional*):
-            Wall-clock deadline, `HH:MM` (UTC, today) or seconds since the epoch: training saves and stops there.
+            Wall-clock deadline, `HH:MM` (UTC, its next occurrence: tomorrow once today's is past) or seconds since
+            the epoch: training saves and stops there.
         lr_schedule_by_time (`bool`, *optional*, defaults to `False`):
             Follow the cosine schedule (to `min_lr_rate` of the peak) over wall-clock time from `schedule_start` to
             `stop_at` instead of over steps, so a run on a shared machine anneals fully whatever its speed.
@@ -148,7 +149,7 @@ class SpawnJoinSFTConfig(SFTConfig):
         default=10.0, metadata={"help": "Checkpoint every this many minutes (0 disables)."}
     )
     stop_at: str | None = field(
-        default=None, metadata={"help": "Deadline, HH:MM UTC today or epoch seconds: save and stop there."}
+        default=None, metadata={"help": "Deadline, HH:MM UTC (next occurrence) or epoch seconds: save and stop there."}
     )
     lr_schedule_by_time: bool = field(
         default=False, metadata={"help": "Cosine learning-rate schedule over wall-clock time until stop_at."}
