@@ -171,13 +171,14 @@ def plot_grpo(runs: dict[str, str | Path], out_dir: str | Path, window: int = 5)
     if any(_MALFORMED in e for history in histories.values() for e in history):
         panels.append((_MALFORMED, "share of trees with a malformed spawn"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
-    for name, history in histories.items():
+    for i, (name, history) in enumerate(histories.items()):
+        color = f"C{i}"  # one colour per run in every panel, also where an earlier run has no curve
         for ax, (key, _) in zip(axes, panels, strict=True):
             curve = reward_curve(history, window, key=key)
             if curve:
                 steps, values, means = zip(*curve, strict=True)
-                line, = ax.plot(steps, means, label=f"{name} (mean of {window} steps)")
-                ax.scatter(steps, values, s=8, alpha=0.4, color=line.get_color())
+                ax.plot(steps, means, color=color, label=f"{name} (mean of {window} steps)")
+                ax.scatter(steps, values, s=8, alpha=0.4, color=color)
     for ax, (_, label) in zip(axes, panels, strict=True):
         ax.set_xlabel("GRPO step")
         ax.set_ylabel(label)
