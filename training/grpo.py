@@ -477,9 +477,7 @@ def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None
         tokenizer = AutoTokenizer.from_pretrained(cfg.model_name_or_path)
     problems = training_problems(cfg)
     dataset = Dataset.from_dict({"prompt": [root_prompt(p) for p in problems]})
-    reward_funcs, weights = reward_functions(cfg)
-    if len(reward_funcs) > 1:
-        cfg.reward_weights = weights
+    reward_funcs, cfg.reward_weights = reward_functions(cfg)
     trainer = tree_trainer_class()(
         model=model,
         reward_funcs=reward_funcs,
