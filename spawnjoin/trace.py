@@ -73,6 +73,8 @@ class ThreadTrace(BaseModel):
     spawns: list[SpawnTrace] = Field(default_factory=list)
     status: ThreadStatus = "pending"
     reason: str | None = None
+    malformed: bool = False
+    """The dialect ended this thread because its spawn block was malformed (`Done.malformed`)."""
     error: str | None = None
     result: str | None = None
     started_at: float = 0.0
@@ -154,8 +156,12 @@ class Trace(BaseModel):
 
     @property
     def malformed_spawns(self) -> int:
-        """Threads a dialect ended for a malformed spawn block (their `reason` starts with "malformed spawn")."""
-        return sum(1 for t in self.threads.values() if (t.reason or "").startswith("malformed spawn"))
+        """Threads a dialect ended for a malformed spawn block.
+
+        A thread counts when its `malformed` flag is set; traces saved before that field existed are read by
+        their `reason`, which every dialect starts with "malformed spawn".
+        """
+        return sum(1 for t in self.threads.values() if t.malformed or (t.reason or "").startswith("malformed spawn"))
 
     def save(self, path: str | Path) -> Path:
         """Write the trace as JSON to `path` and return it."""

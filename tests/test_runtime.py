@@ -221,6 +221,14 @@ async def test_malformed_spawn_ends_the_thread_with_a_reason(bad: str) -> None:
     assert result.status == "done"
     assert result.metrics.threads == 1
     assert result.trace.root.reason is not None and result.trace.root.reason.startswith("malformed spawn")
+    assert result.trace.root.malformed and result.trace.malformed_spawns == 1
+
+
+async def test_a_thread_ended_normally_is_not_malformed() -> None:
+    result = await spawnjoin.solve(ROOT, backend=ScriptedBackend(apr_model))
+    assert result.metrics.threads > 1
+    assert result.trace.malformed_spawns == 0
+    assert not any(t.malformed for t in result.trace.threads.values())
 
 
 async def test_context_window_sizes_max_tokens_and_fails_clearly_when_full() -> None:

@@ -77,3 +77,19 @@ def test_save_load_round_trip_and_version_check(tmp_path) -> None:
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="schema version 99"):
         Trace.load(path)
+
+
+def test_malformed_spawns_counts_the_flag_and_reads_older_traces_by_reason(tmp_path) -> None:
+    flagged = thread("0.0", [3]).model_copy(update={"malformed": True, "reason": "malformed spawn: x"})
+    legacy = thread("0.1", [3]).model_copy(update={"reason": "malformed spawn: written before the flag existed"})
+    other = thread("0.2", [3]).model_copy(update={"reason": "context window full"})
+    t = tree(thread("0", [5], [["0.0", "0.1", "0.2"]]), flagged, legacy, other)
+    assert t.malformed_spawns == 2
+
+    data = json.loads(t.model_dump_json())
+    for record in data["threads"].values():
+        del record["malformed"]  # a trace saved before ThreadTrace.malformed existed
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    old = Trace.load(path)
+    assert old.malformed_spawns == 2 and not old.threads["0.0"].malformed

@@ -47,7 +47,9 @@ class Spawn(BaseModel):
 class Done(BaseModel):
     """The thread is finished. `reason` is None for a normal end, else why it ended early.
 
-    With `malformed=True` the reason starts with "malformed spawn" (`Trace.malformed_spawns` counts these).
+    With `malformed=True` the model wrote a spawn block the dialect could not read; the scheduler records the
+    flag in the thread's trace (`ThreadTrace.malformed`, counted by `Trace.malformed_spawns`), and the reason
+    starts with "malformed spawn" so that a reader of the trace sees why.
     """
 
     model_config = ConfigDict(frozen=True)

@@ -146,6 +146,7 @@ class Scheduler:
                     record.reason = f"token budget exhausted (max_total_tokens={limit})"
                 else:
                     record.reason = decision.reason
+                    record.malformed = decision.malformed
                 return
             outcomes = await self._spawn(record, decision, child_counter, affinity)
             context = self.dialect.join(context, call.text, decision, outcomes)
