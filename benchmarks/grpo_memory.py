@@ -25,7 +25,7 @@ CHILD = """
 import json, sys
 from training.grpo import train
 from training.grpo_config import TreeGRPOConfig
-from training.sft import config_from
+from training.recipe import config_from
 from training.memory import peak_resident_gb
 
 recipe, overrides = sys.argv[1], json.loads(sys.argv[2])

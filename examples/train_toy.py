@@ -59,7 +59,8 @@ def make_data(out: Path, n: int) -> Path:
 
 def sft(data: Path, out: Path, steps: int, threads: int | None) -> Path:
     """Step 2: a few SFT steps on a tiny Llama built from a config; returns the saved model directory."""
-    from training.sft import load_config, train  # imports torch and TRL
+    from training.recipe import load_config
+    from training.sft import train  # imports torch and TRL
 
     start = time.perf_counter()
     cfg = load_config(overrides={

@@ -504,7 +504,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         `argparse.ArgumentParser`: The new subparser.
     """
     from .grpo_config import TreeGRPOConfig
-    from .sft import add_config_arguments
+    from .recipe import add_config_arguments
 
     p = subparsers.add_parser("grpo", help="GRPO over thread-tree rollouts solved by the spawnjoin runtime")
     p.add_argument("--recipe", help="recipe file (YAML): config fields; flags given here override it")
@@ -523,9 +523,9 @@ def run(args: argparse.Namespace) -> int:
         `int`: Exit status.
     """
     from .grpo_config import TreeGRPOConfig
-    from .sft import _config_fields, config_from
+    from .recipe import config_fields, config_from
 
-    known = {f.name for f in _config_fields(TreeGRPOConfig)}
+    known = {f.name for f in config_fields(TreeGRPOConfig)}
     cfg = config_from(args.recipe, {k: v for k, v in vars(args).items() if k in known}, cls=TreeGRPOConfig)
     if not cfg.model_name_or_path:
         raise SystemExit("spawnjoin-train grpo: set --model_name_or_path to an SFT model directory")

@@ -46,14 +46,14 @@ class SpawnJoinSFTConfig(SFTConfig):
         arithmetic_numbers (`list[int]`, *optional*, defaults to `[3, 4]`):
             Problem sizes whose symbolic searches supply the warm-up operations (their operand distribution).
         reading_rows (`int`, *optional*, defaults to `0`):
-            Rows of the state-reading corpus to add (`training.sft.reading_rows`): a node prompt and only the
+            Rows of the state-reading corpus to add (`training.sft_data.reading_rows`): a node prompt and only the
             expansion lines that copy operands and remaining numbers from its state, without `<eos>`.
         reading_files (`list[str]`, *optional*):
             Where the state-reading rows are cut from (like `train_files`); unset uses the `train_files` rows.
         reading_min_numbers (`int`, *optional*, defaults to `3`):
             Smallest state (numbers in `Current State`) a state-reading row may open on.
         join_rows (`int`, *optional*, defaults to `0`):
-            Calls of the join-reading corpus to add (`training.sft.join_rows`): whole calls that continue after a
+            Calls of the join-reading corpus to add (`training.sft_data.join_rows`): whole calls that continue after a
             join in which a sub search reached the goal, where the parent copies the winning path.
         join_files (`list[str]`, *optional*):
             Where the join-reading calls are chosen from (like `train_files`); unset uses the `train_files` rows.

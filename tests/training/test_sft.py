@@ -10,17 +10,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from training.sft import (  # noqa: E402
-    StageIncomplete,
+from training.recipe import load_config  # noqa: E402
+from training.sft import StageIncomplete, stage_complete, train  # noqa: E402
+from training.sft_data import (  # noqa: E402
     _result_mask,
     arithmetic_rows,
     join_rows,
-    load_config,
     load_rows,
     reading_rows,
-    stage_complete,
     tokenize_rows,
-    train,
 )
 from training.tokenizer import build_tokenizer  # noqa: E402
 
@@ -180,7 +178,7 @@ def test_pack_causal_rows_keeps_every_call_and_its_mask():
     """Causal packing puts whole calls side by side in rows of `max_length` tokens, masks aligned."""
     from datasets import Dataset
 
-    from training.sft import pack_causal_rows
+    from training.sft_data import pack_causal_rows
 
     # Token ids >= 100 are "completion" tokens, so a misaligned mask is visible.
     calls = [[1, 2, 3, 100 + i, 101 + i] for i in range(7)] + [[1, 2, 100, 101, 102, 103, 104, 105]]
@@ -317,7 +315,7 @@ def test_shipped_recipes_parse_and_chain(recipe, monkeypatch):
     monkeypatch.chdir(root)
     if "grpo" in recipe:  # a GRPO recipe starts from the final weights of an SFT recipe or of another GRPO one
         from training.grpo_config import TreeGRPOConfig
-        from training.sft import config_from
+        from training.recipe import config_from
 
         cfg = config_from(f"training/recipes/{recipe}", {}, cls=TreeGRPOConfig)
         outputs = {f"{load_config(['--recipe', str(p)]).output_dir}/final"
