@@ -436,3 +436,10 @@ def test_the_task_defaults_to_countdown_only_for_the_shipped_model() -> None:
     assert _task(shipped, other) is None
     assert _task(parser.parse_args(["solve", "q", "--task", "none"]), None) is None
     assert _task(parser.parse_args(["solve", "q", "--task", "countdown"]), other) == "countdown"
+
+
+def test_a_prompt_that_is_no_countdown_problem_exits_2_with_one_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["solve", "hello world", "--no-live"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spawnjoin: error: not a Countdown problem: ") and "'hello world'" in err
+    assert err.count("24 4 9 3") == 1

@@ -27,7 +27,7 @@ class CountdownTask(Task):
         try:
             return root_prompt(parse_problem(problem))
         except ValueError as exc:
-            raise ConfigError(f"not a Countdown problem: {problem!r} ({exc}); write e.g. '24 4 9 3'") from exc
+            raise ConfigError(f"not a Countdown problem: {exc}") from exc
 
     def extract_answer(self, problem: str, transcript: str, dialect_answer: str | None) -> str | None:
         """`expr = target` when the root's final path verifies, else None."""
