@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from transformers import PreTrainedTokenizerBase
 
     from spawnjoin.tasks.countdown import Problem
@@ -269,6 +271,11 @@ def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *
         # the share of trees with a refused spawn block: the format drift the correctness reward cannot see
         share = sum(n > 0 for n in out["tree_malformed_spawns"]) / max(len(results), 1)
         trainer._metrics["train"]["tree/malformed_share"].append(share)
+        by_size: dict[int, list[bool]] = {}
+        for prompt, correct in zip(prompts, out["tree_correct"], strict=True):
+            by_size.setdefault(len(parse_problem(prompt).numbers), []).append(correct)
+        for size, verdicts in sorted(by_size.items()):
+            trainer._metrics["train"][f"tree/correct_{size}n"].append(sum(verdicts) / len(verdicts))
         return {**out, "logprobs": None}
 
     return rollout_func
@@ -435,16 +442,22 @@ def training_problems(cfg: TreeGRPOConfig) -> list[Problem]:
     """The first `cfg.train_problems` training-split problems, only those the solver solves if `solver_beam` is set.
 
     The filter runs `spawnjoin.tasks.countdown.apr` with the demonstrations' search (root beam `solver_beam`,
-    children one wider, every node spawned, two spawning levels), which is deterministic.
+    children one wider, every node spawned, two spawning levels), which is deterministic. With several sizes in
+    `cfg.numbers` the list alternates between them (3, 4, 3, 4, ...), each size drawn from its own stream.
     """
     from spawnjoin.tasks.countdown import apr, iter_split
 
-    stream = iter_split("train", numbers=cfg.numbers, seed=cfg.problem_seed)
-    if cfg.solver_beam:
+    def stream(numbers: int) -> Iterator[Problem]:
+        problems = iter_split("train", numbers=numbers, seed=cfg.problem_seed)
+        if not cfg.solver_beam:
+            return problems
         b = cfg.solver_beam
-        stream = (p for p in stream
-                  if apr(p, beam_size=b, sub_call_beam_size=b + 1, spawn_prob=1.0, spawn_levels=2, seed=0).solved)
-    return list(itertools.islice(stream, cfg.train_problems))
+        return (p for p in problems
+                if apr(p, beam_size=b, sub_call_beam_size=b + 1, spawn_prob=1.0, spawn_levels=2, seed=0).solved)
+
+    streams = [stream(n) for n in cfg.numbers]
+    alternating = itertools.chain.from_iterable(zip(*streams, strict=False))  # every stream is endless
+    return list(itertools.islice(alternating, cfg.train_problems))
 
 
 def train(cfg: TreeGRPOConfig, *, backend_factory: Any = None, model: Any = None, tokenizer: Any = None) -> Any:

@@ -23,8 +23,10 @@ class TreeGRPOConfig(GRPOConfig):
 
         model_name_or_path (`str`):
             Local HF model directory of the SFT model to start from.
-        numbers (`int`, *optional*, defaults to `4`):
-            Numbers per Countdown problem.
+        numbers (`list[int]`, *optional*, defaults to `[4]`):
+            Numbers per Countdown problem. With several sizes (`--numbers 3 4`; a recipe may give one integer)
+            the problems alternate between them, each size from its own stream, and each step logs the
+            correctness of every size it drew (`tree/correct_3n`, `tree/correct_4n`).
         train_problems (`int`, *optional*, defaults to `2000`):
             Training-split problems to draw prompts from.
         problem_seed (`int`, *optional*, defaults to `0`):
@@ -88,7 +90,10 @@ class TreeGRPOConfig(GRPOConfig):
 
     # Model and problems
     model_name_or_path: str | None = field(default=None, metadata={"help": "SFT model directory to start from."})
-    numbers: int = field(default=4, metadata={"help": "Numbers per Countdown problem."})
+    numbers: list[int] = field(
+        default_factory=lambda: [4],
+        metadata={"help": "Numbers per Countdown problem; several sizes (`--numbers 3 4`) alternate."},
+    )
     train_problems: int = field(default=2000, metadata={"help": "Training-split problems to draw prompts from."})
     problem_seed: int = field(default=0, metadata={"help": "Seed of the problem stream."})
     solver_beam: int = field(
@@ -159,6 +164,10 @@ class TreeGRPOConfig(GRPOConfig):
     report_to: str | list[str] = field(default="none", metadata={"help": "Experiment trackers to log to."})
 
     def __post_init__(self) -> None:
+        if isinstance(self.numbers, int):  # a recipe's `numbers: 4`
+            self.numbers = [self.numbers]
+        if not self.numbers or any(not isinstance(n, int) or n < 2 for n in self.numbers):
+            raise ValueError(f"numbers must be one or more problem sizes of at least 2, not {self.numbers!r}")
         if self.tree_loss_weighting not in ("per_tree", "tokens"):
             raise ValueError(f"tree_loss_weighting must be 'per_tree' or 'tokens', not {self.tree_loss_weighting!r}")
         if self.steps_per_generation not in (None, 1):

@@ -270,6 +270,9 @@ def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
     assert logged and "rewards/tree_correct_reward/mean" in logged[0]
     assert 0 < float(logged[0]["tree/rollout_seconds"]) < float(logged[0]["step_time"])
     assert float(logged[0]["tree/malformed_share"]) == 0.0  # the replayed demonstration trees are well formed
+    # one size drawn, so its correctness is the correctness reward's mean
+    assert float(logged[0]["tree/correct_3n"]) == pytest.approx(float(logged[0]["rewards/tree_correct_reward/mean"]))
+    assert "tree/correct_4n" not in logged[0]
     assert 0 < float(logged[0]["memory/rss_gb"]) <= float(logged[0]["memory/peak_rss_gb"]) + 0.01
     moved = any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert moved == (float(logged[0]["reward_std"]) > 0)
@@ -305,3 +308,28 @@ def test_solver_beam_keeps_the_problems_the_demonstration_search_solves():
     assert not all(verdicts[: stream.index(kept[-1]) + 1])  # some problems were dropped
     with pytest.raises(ValueError, match="solver_beam"):
         cfg(-1)
+
+
+def test_several_sizes_alternate_each_from_its_own_stream(tmp_path):
+    """`numbers: [3, 4]` alternates 3- and 4-number problems, each the prefix of its own size's stream (filtered by
+    `solver_beam` like a single size); a recipe's single integer and the `--numbers 3 4` flag both read as lists;
+    sizes below 2 and an empty list are refused."""
+    from training.grpo import training_problems
+    from training.recipe import load_config
+
+    mixed = training_problems(TreeGRPOConfig(output_dir="unused", numbers=[3, 4], train_problems=7, problem_seed=8))
+    assert [len(p.numbers) for p in mixed] == [3, 4, 3, 4, 3, 4, 3]
+    assert mixed[0::2] == make_split("train", 4, numbers=3, seed=8)
+    assert mixed[1::2] == make_split("train", 3, numbers=4, seed=8)
+    one = TreeGRPOConfig(output_dir="unused", numbers=[4], train_problems=5, problem_seed=8, solver_beam=1)
+    filtered = training_problems(
+        TreeGRPOConfig(output_dir="unused", numbers=[3, 4], train_problems=10, problem_seed=8, solver_beam=1))
+    assert filtered[1::2] == training_problems(one)
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("output_dir: unused\nnumbers: 4\n")
+    assert load_config(["--recipe", str(recipe)], cls=TreeGRPOConfig).numbers == [4]
+    assert load_config(["--recipe", str(recipe), "--numbers", "3", "4"], cls=TreeGRPOConfig).numbers == [3, 4]
+    for bad in ([], [1], [3, 0]):
+        with pytest.raises(ValueError, match="numbers must be"):
+            TreeGRPOConfig(output_dir="unused", numbers=bad)
