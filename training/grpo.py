@@ -257,13 +257,17 @@ def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *
         out: dict[str, list[Any]] = {k: [] for k in (
             "prompt_ids", "completion_ids", "env_mask", "tree_rows", "tree_correct", "tree_total_tokens",
             "tree_sequential_tokens", "tree_threads", "tree_malformed_spawns")}
+        by_size: dict[int, list[bool]] = {}
         for prompt, result in zip(prompts, results, strict=True):
+            problem = parse_problem(prompt)
+            correct = verify_path(problem, result.text).ok
+            by_size.setdefault(len(problem.numbers), []).append(correct)
             root, extra = tree_rows(result.trace, tokenizer)
             out["prompt_ids"].append(root.prompt_ids)
             out["completion_ids"].append(root.completion_ids)
             out["env_mask"].append(root.env_mask)
             out["tree_rows"].append(extra)
-            out["tree_correct"].append(verify_path(parse_problem(prompt), result.text).ok)
+            out["tree_correct"].append(correct)
             out["tree_total_tokens"].append(result.metrics.total_tokens)
             out["tree_sequential_tokens"].append(result.metrics.sequential_tokens)
             out["tree_threads"].append(result.metrics.threads)
@@ -271,9 +275,6 @@ def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *
         # the share of trees with a refused spawn block: the format drift the correctness reward cannot see
         share = sum(n > 0 for n in out["tree_malformed_spawns"]) / max(len(results), 1)
         trainer._metrics["train"]["tree/malformed_share"].append(share)
-        by_size: dict[int, list[bool]] = {}
-        for prompt, correct in zip(prompts, out["tree_correct"], strict=True):
-            by_size.setdefault(len(parse_problem(prompt).numbers), []).append(correct)
         for size, verdicts in sorted(by_size.items()):
             trainer._metrics["train"][f"tree/correct_{size}n"].append(sum(verdicts) / len(verdicts))
         return {**out, "logprobs": None}
