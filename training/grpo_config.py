@@ -25,8 +25,9 @@ class TreeGRPOConfig(GRPOConfig):
             Local HF model directory of the SFT model to start from.
         numbers (`list[int]`, *optional*, defaults to `[4]`):
             Numbers per Countdown problem. With several sizes (`--numbers 3 4`; a recipe may give one integer)
-            the problems alternate between them, each size from its own stream, and each step logs the
-            correctness of every size it drew (`tree/correct_3n`, `tree/correct_4n`).
+            the problem list alternates between them, each size from its own stream (the trainer's sampler
+            shuffles it, so a step draws a random mix), and each step logs the correctness of every size it
+            drew (`tree/correct_3n`, `tree/correct_4n`).
         train_problems (`int`, *optional*, defaults to `2000`):
             Training-split problems to draw prompts from.
         problem_seed (`int`, *optional*, defaults to `0`):
@@ -92,7 +93,7 @@ class TreeGRPOConfig(GRPOConfig):
     model_name_or_path: str | None = field(default=None, metadata={"help": "SFT model directory to start from."})
     numbers: list[int] = field(
         default_factory=lambda: [4],
-        metadata={"help": "Numbers per Countdown problem; several sizes (`--numbers 3 4`) alternate."},
+        metadata={"help": "Numbers per Countdown problem; several sizes (`--numbers 3 4`) mix."},
     )
     train_problems: int = field(default=2000, metadata={"help": "Training-split problems to draw prompts from."})
     problem_seed: int = field(default=0, metadata={"help": "Seed of the problem stream."})
