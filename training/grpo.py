@@ -201,6 +201,18 @@ def tree_rows(trace: Trace, tokenizer: PreTrainedTokenizerBase) -> tuple[Row, li
 # --------------------------------------------------------------------------------------------------- rollouts
 
 
+def no_spread_share(prompts: list[str], verdicts: list[bool]) -> float:
+    """The share of groups (trees of the same prompt) whose verdicts are all equal: groups with no advantage.
+
+    >>> no_spread_share(["a", "a", "b", "b", "c", "c"], [True, True, True, False, False, False])
+    0.6666666666666666
+    """
+    groups: dict[str, set[bool]] = {}
+    for prompt, verdict in zip(prompts, verdicts, strict=True):
+        groups.setdefault(prompt, set()).add(verdict)
+    return sum(len(v) == 1 for v in groups.values()) / max(len(groups), 1)
+
+
 def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *, backend_factory: Any = None):
     """Build the `rollout_func(prompts, trainer)` TRL calls once per generation step.
 
@@ -257,11 +269,13 @@ def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *
         out: dict[str, list[Any]] = {k: [] for k in (
             "prompt_ids", "completion_ids", "env_mask", "tree_rows", "tree_correct", "tree_total_tokens",
             "tree_sequential_tokens", "tree_threads", "tree_malformed_spawns")}
-        by_size: dict[int, list[bool]] = {}
+        by_size: dict[int, tuple[list[str], list[bool]]] = {}
         for prompt, result in zip(prompts, results, strict=True):
             problem = parse_problem(prompt)
             correct = verify_path(problem, result.text).ok
-            by_size.setdefault(len(problem.numbers), []).append(correct)
+            size_prompts, size_verdicts = by_size.setdefault(len(problem.numbers), ([], []))
+            size_prompts.append(prompt)
+            size_verdicts.append(correct)
             root, extra = tree_rows(result.trace, tokenizer)
             out["prompt_ids"].append(root.prompt_ids)
             out["completion_ids"].append(root.completion_ids)
@@ -275,8 +289,10 @@ def make_rollout_func(cfg: TreeGRPOConfig, tokenizer: PreTrainedTokenizerBase, *
         # the share of trees with a refused spawn block: the format drift the correctness reward cannot see
         share = sum(n > 0 for n in out["tree_malformed_spawns"]) / max(len(results), 1)
         trainer._metrics["train"]["tree/malformed_share"].append(share)
-        for size, verdicts in sorted(by_size.items()):
+        # per size: correctness, and the share of groups whose trees all got the same verdict (no advantage)
+        for size, (size_prompts, verdicts) in sorted(by_size.items()):
             trainer._metrics["train"][f"tree/correct_{size}n"].append(sum(verdicts) / len(verdicts))
+            trainer._metrics["train"][f"tree/no_spread_{size}n"].append(no_spread_share(size_prompts, verdicts))
         return {**out, "logprobs": None}
 
     return rollout_func

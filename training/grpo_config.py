@@ -27,7 +27,8 @@ class TreeGRPOConfig(GRPOConfig):
             Numbers per Countdown problem. With several sizes (`--numbers 3 4`; a recipe may give one integer)
             the problem list alternates between them, each size from its own stream (the trainer's sampler
             shuffles it, so a step draws a random mix), and each step logs the correctness of every size it
-            drew (`tree/correct_3n`, `tree/correct_4n`).
+            drew (`tree/correct_3n`, `tree/correct_4n`) and the share of its groups of that size with no spread
+            of verdicts, so no advantage (`tree/no_spread_3n`, `tree/no_spread_4n`).
         train_problems (`int`, *optional*, defaults to `2000`):
             Training-split problems to draw prompts from.
         problem_seed (`int`, *optional*, defaults to `0`):

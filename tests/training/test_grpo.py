@@ -273,6 +273,8 @@ def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
     # one size drawn, so its correctness is the correctness reward's mean
     assert float(logged[0]["tree/correct_3n"]) == pytest.approx(float(logged[0]["rewards/tree_correct_reward/mean"]))
     assert "tree/correct_4n" not in logged[0]
+    # with the correctness reward alone, a group without spread of verdicts is one without spread of reward
+    assert float(logged[0]["tree/no_spread_3n"]) == pytest.approx(float(logged[0]["frac_reward_zero_std"]))
     assert 0 < float(logged[0]["memory/rss_gb"]) <= float(logged[0]["memory/peak_rss_gb"]) + 0.01
     moved = any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert moved == (float(logged[0]["reward_std"]) > 0)
@@ -287,6 +289,19 @@ def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
     steps = [h for h in resumed.state.log_history if "reward_std" in h]
     assert [h["step"] for h in steps] == [1, 2]
     assert steps[0] == logged[0]  # step 1 was restored from the checkpoint, not run again (its timings match)
+
+
+def test_no_spread_share_counts_groups_whose_trees_agree():
+    """A group is the trees of one prompt, wherever they sit in the batch; it has no spread when every verdict is
+    the same, right or wrong."""
+    from training.grpo import no_spread_share
+
+    assert no_spread_share(["a", "b", "a", "b"], [True, False, True, True]) == 0.5
+    assert no_spread_share(["a", "a", "b", "b"], [False, False, True, True]) == 1.0
+    assert no_spread_share(["a", "a"], [True, False]) == 0.0
+    assert no_spread_share([], []) == 0.0
+    with pytest.raises(ValueError):
+        no_spread_share(["a", "a"], [True])
 
 
 def test_solver_beam_keeps_the_problems_the_demonstration_search_solves():
