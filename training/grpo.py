@@ -202,7 +202,7 @@ def tree_rows(trace: Trace, tokenizer: PreTrainedTokenizerBase) -> tuple[Row, li
 
 
 def no_spread_share(prompts: list[str], verdicts: list[bool]) -> float:
-    """The share of groups (trees of the same prompt) whose verdicts are all equal: groups with no advantage.
+    """The share of groups (trees of the same prompt) whose verdicts all agree: no advantage from correctness.
 
     >>> no_spread_share(["a", "a", "b", "b", "c", "c"], [True, True, True, False, False, False])
     0.6666666666666666
