@@ -108,6 +108,7 @@ class ProblemResult:
     reasons: list[str] = field(default_factory=list)
     step_stats: dict[str, Any] = field(default_factory=dict)
     malformed_spawns: int = 0
+    malformed_spawns_per_sample: list[int] = field(default_factory=list)
     root_step_stats: dict[str, Any] = field(default_factory=dict)
     first_step_operands_available: bool | None = None
     root_spawned: bool = False
@@ -204,6 +205,7 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
         reasons=[v.reason for v in verdicts],
         step_stats=stats.model_dump(),
         malformed_spawns=malformed,
+        malformed_spawns_per_sample=[r.trace.malformed_spawns for r in results],
         root_step_stats=root_stats.model_dump(),
         first_step_operands_available=first_ok,
         root_spawned=root_spawned,
@@ -267,7 +269,10 @@ def summarize(cfg: EvalConfig, results: list[ProblemResult], seconds: float, ski
         "root_steps": _step_summary([r.root_step_stats for r in results]),
         "first_step_operands_available": mean([r.first_step_operands_available for r in results
                                                if r.first_step_operands_available is not None]),
+        # trees with a refused spawn block: the first sample of each problem (like the step figures above), and
+        # every sample (the same figure when samples == 1)
         "malformed_spawn_share": mean([r.malformed_spawns > 0 for r in results]),
+        "malformed_spawn_share_all_samples": mean([m > 0 for r in results for m in r.malformed_spawns_per_sample]),
         # How often the root spawned at all, and how often a spawned thread claimed the goal but the root's final
         # path did not verify (the search found it; the join or the path the root wrote lost it).
         "root_spawn_share": mean([r.root_spawned for r in results]),

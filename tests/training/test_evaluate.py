@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 import pytest
 
@@ -145,6 +146,30 @@ async def test_samples_pass_at_n_and_self_consistency(tmp_path):
     assert report["pass@2"] >= report["accuracy"]
     for row in report["results"]:
         assert len(row["statuses"]) == 2
+
+
+async def test_malformed_spawns_are_counted_in_every_sample():
+    """With 2 samples per problem and the second request of each root prompt misnumbering its spawn block, the
+    first-sample share counts what sample 0 did and the all-samples share counts every solve."""
+    honest = _replay_backend(3, 4)
+    requests: Counter[str] = Counter()
+    roots = {root_prompt(p) for p in make_split("test", 4, numbers=3)}
+
+    def handler(request):
+        reply = honest._handler(request)
+        if request.prompt in roots:
+            requests[request.prompt] += 1
+            if requests[request.prompt] == 2 and "<Start Sub Search 0 at" in reply:
+                return reply.replace("<Start Sub Search 0 at", "<Start Sub Search 1 at", 1)
+        return reply
+
+    cfg = EvalConfig(model="scripted", numbers=3, n=4, samples=2, temperature=1.0)
+    report = await evaluate(cfg, backend=ScriptedBackend(handler))
+    per_sample = [row["malformed_spawns_per_sample"] for row in report["results"]]
+    assert [sorted(counts) for counts in per_sample] == [[0, 1]] * 4  # every root spawns; one solve of each broke
+    assert report["malformed_spawn_share_all_samples"] == 0.5
+    assert [row["malformed_spawns"] for row in report["results"]] == [counts[0] for counts in per_sample]
+    assert report["malformed_spawn_share"] == sum(counts[0] for counts in per_sample) / 4
 
 
 async def test_path_rules_score_node_format_answers():
