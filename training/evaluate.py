@@ -190,7 +190,7 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
             if thread.id == first.root_id:
                 root_stats = own
                 first_ok = _first_step_reads_state(thread.transcript)
-    malformed = results[0].trace.malformed_spawns
+    malformed = [r.trace.malformed_spawns for r in results]
     return ProblemResult(
         problem=str(problem),
         correct=verdicts[0].ok,
@@ -204,8 +204,8 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
         statuses=[r.status for r in results],
         reasons=[v.reason for v in verdicts],
         step_stats=stats.model_dump(),
-        malformed_spawns=malformed,
-        malformed_spawns_per_sample=[r.trace.malformed_spawns for r in results],
+        malformed_spawns=malformed[0],
+        malformed_spawns_per_sample=malformed,
         root_step_stats=root_stats.model_dump(),
         first_step_operands_available=first_ok,
         root_spawned=root_spawned,
