@@ -30,6 +30,23 @@ from spawnjoin.tasks.countdown import TraceTree, add_prompt_prefix, apr, iter_sp
 TASKS = ("countdown",)
 
 
+def demonstration_search_solves(problem: Any, beam: int) -> bool:
+    """Whether the demonstrations' APR search solves `problem` (deterministic).
+
+    The search: root beam `beam`, children one wider, every node spawned, two spawning levels. Tree GRPO trains only
+    on problems it solves (`TreeGRPOConfig.solver_beam`) and `spawnjoin-train eval` scores models on them apart
+    (`EvalConfig.solver_beam`).
+
+    Args:
+        problem (`Problem`): A Countdown problem.
+        beam (`int`): The root's beam width.
+
+    Returns:
+        `bool`: True when the search reaches the target.
+    """
+    return apr(problem, beam_size=beam, sub_call_beam_size=beam + 1, spawn_prob=1.0, spawn_levels=2, seed=0).solved
+
+
 class BeamRange(BaseModel):
     """An inclusive range a beam size is drawn from uniformly."""
 

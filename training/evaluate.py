@@ -59,6 +59,9 @@ class EvalConfig:
         traces_dir (`str`, *optional*): Also write every solve's trace here.
         path_rule (`str`, *optional*, defaults to `"node"`): Verifier rule for the final path (`node` or `root`,
             see `spawnjoin.tasks.countdown.verify_path`).
+        solver_beam (`int`, *optional*, defaults to `3`): Also score the problems the demonstrations' search
+            solves with this root beam apart (`training.data.demonstration_search_solves`; the problems tree GRPO
+            trains on with the same `solver_beam`); 0 turns it off.
     """
 
     model: str
@@ -79,12 +82,15 @@ class EvalConfig:
     out: str | None = None
     traces_dir: str | None = None
     path_rule: str = "node"
+    solver_beam: int = 3
 
     def __post_init__(self) -> None:
         if self.path_rule not in ("node", "root"):
             raise ValueError(f"path_rule must be 'node' or 'root', not {self.path_rule!r}")
         if self.split == "train":
             raise ValueError("evaluate on 'test' or 'validation'; the train split is what models were trained on")
+        if self.solver_beam < 0:
+            raise ValueError(f"solver_beam must be 0 (off) or a beam width, not {self.solver_beam}")
         if self.samples > 1 and self.temperature == 0:
             raise ValueError("samples > 1 with temperature 0 repeats one greedy solve; set --temperature (e.g. 1.0)")
         if self.name is None:
@@ -118,6 +124,7 @@ class ProblemResult:
     reachable_children: int = 0
     reachable_children_verified: int = 0
     root_rule_correct: bool | None = None
+    solver_solved: bool | None = None
 
 
 def _claimed_operations(text: str) -> tuple[str, ...] | None:
@@ -142,6 +149,8 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
     from spawnjoin.backends.base import SamplingParams
     from spawnjoin.tasks.countdown import StepStats, root_prompt, state_reachable, step_stats, verify_path
     from spawnjoin.tasks.countdown.verify import GOAL_RE
+
+    from .data import demonstration_search_solves
 
     prompt = root_prompt(problem, sub_call_budget=cfg.sub_call_budget)
     budget = spawnjoin.Budget(context_window=cfg.context_window, max_threads=cfg.max_threads,
@@ -215,6 +224,7 @@ async def _solve_problem(problem: Any, backend: Any, cfg: EvalConfig, sem: async
         reachable_children=live_children,
         reachable_children_verified=live_children_verified,
         root_rule_correct=verify_path(problem, results[0].text, rule="root").ok,
+        solver_solved=demonstration_search_solves(problem, cfg.solver_beam) if cfg.solver_beam else None,
     )
 
 
@@ -287,6 +297,13 @@ def summarize(cfg: EvalConfig, results: list[ProblemResult], seconds: float, ski
         # well the children convert the root's live states (the rest chose only dead operations or lost the path)
         "reachable_child_verified_share": _ratio(sum(r.reachable_children_verified for r in results),
                                                  sum(r.reachable_children for r in results)),
+        # the problems the demonstrations' search solves (`solver_beam`; None when off): how many, the first sample's
+        # accuracy on them (the distribution tree GRPO trains on) and the problems solved outside them
+        "solver_solved": None if not cfg.solver_beam else sum(bool(r.solver_solved) for r in results),
+        "accuracy_on_solver_solved": None if not cfg.solver_beam else _ratio(
+            sum(r.correct for r in results if r.solver_solved), sum(bool(r.solver_solved) for r in results)),
+        "solved_outside_solver": None if not cfg.solver_beam else sum(
+            r.correct for r in results if r.solver_solved is False),
         "failure_reasons": Counter(r.reasons[0].split(" (")[0][:60] for r in results if not r.correct).most_common(8),
         "results": [asdict(r) for r in results],
     }
@@ -379,6 +396,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ("out", str, "write the JSON report here"),
         ("traces_dir", str, "write every solve's trace here"),
         ("path_rule", str, "final-path rule of the verifier: node or root"),
+        ("solver_beam", int, "score the problems the demonstrations' search solves with this beam apart (0: off)"),
     ]:
         default = getattr(defaults, name) if name != "name" else None
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=default,

@@ -462,15 +462,15 @@ def training_problems(cfg: TreeGRPOConfig) -> list[Problem]:
     children one wider, every node spawned, two spawning levels), which is deterministic. With several sizes in
     `cfg.numbers` the list alternates between them (3, 4, 3, 4, ...), each size drawn from its own stream.
     """
-    from spawnjoin.tasks.countdown import apr, iter_split
+    from spawnjoin.tasks.countdown import iter_split
+
+    from .data import demonstration_search_solves
 
     def stream(numbers: int) -> Iterator[Problem]:
         problems = iter_split("train", numbers=numbers, seed=cfg.problem_seed)
         if not cfg.solver_beam:
             return problems
-        b = cfg.solver_beam
-        return (p for p in problems
-                if apr(p, beam_size=b, sub_call_beam_size=b + 1, spawn_prob=1.0, spawn_levels=2, seed=0).solved)
+        return (p for p in problems if demonstration_search_solves(p, cfg.solver_beam))
 
     streams = [stream(n) for n in cfg.numbers]
     alternating = itertools.chain.from_iterable(zip(*streams, strict=False))  # every stream is endless

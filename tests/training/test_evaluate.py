@@ -303,3 +303,28 @@ async def test_root_child_reachable_share_counts_roots_that_hand_a_child_a_live_
         assert report["results"][i]["reachable_children_verified"] == (0 if i == 3 else sum(k.solved for k in kids))
     assert live > verified > 0
     assert report["reachable_child_verified_share"] == round(verified / live, 3)
+
+
+async def test_problems_the_demonstration_search_solves_are_scored_apart():
+    """`solver_beam` marks each problem the demonstrations' search solves and splits the accuracy along that line;
+    with beam 1 some problems the (wider) replayed trees solve fall outside it, so both sides are exercised."""
+    from training.data import demonstration_search_solves
+
+    problems = make_split("test", 8, numbers=3)
+    report = await evaluate(EvalConfig(model="scripted", numbers=3, n=8, solver_beam=1), backend=_replay_backend(3, 8))
+    rows = report["results"]
+    assert [row["solver_solved"] for row in rows] == [demonstration_search_solves(p, 1) for p in problems]
+    inside = [row["correct"] for row in rows if row["solver_solved"]]
+    outside = [row["correct"] for row in rows if not row["solver_solved"]]
+    assert 0 < len(inside) < 8 and sum(outside) > 0
+    assert report["solver_solved"] == len(inside)
+    assert report["accuracy_on_solver_solved"] == round(sum(inside) / len(inside), 3)
+    assert report["solved_outside_solver"] == sum(outside)
+    # the default beam is the demonstrations' (3): a wider search solves at least as many of these problems
+    wide = await evaluate(EvalConfig(model="scripted", numbers=3, n=8), backend=_replay_backend(3, 8))
+    assert wide["solver_solved"] == sum(demonstration_search_solves(p, 3) for p in problems) >= len(inside)
+    off = await evaluate(EvalConfig(model="scripted", numbers=3, n=2, solver_beam=0), backend=_replay_backend(3, 2))
+    assert off["solver_solved"] is None and off["accuracy_on_solver_solved"] is None
+    assert all(row["solver_solved"] is None for row in off["results"])
+    with pytest.raises(ValueError, match="solver_beam"):
+        EvalConfig(model="scripted", solver_beam=-1)
