@@ -299,14 +299,20 @@ def summarize(cfg: EvalConfig, results: list[ProblemResult], seconds: float, ski
                                                  sum(r.reachable_children for r in results)),
         # the problems the demonstrations' search solves (`solver_beam`; None when off): how many, the first sample's
         # accuracy on them (the distribution tree GRPO trains on) and the problems solved outside them
-        "solver_solved": None if not cfg.solver_beam else sum(bool(r.solver_solved) for r in results),
-        "accuracy_on_solver_solved": None if not cfg.solver_beam else _ratio(
-            sum(r.correct for r in results if r.solver_solved), sum(bool(r.solver_solved) for r in results)),
-        "solved_outside_solver": None if not cfg.solver_beam else sum(
-            r.correct for r in results if r.solver_solved is False),
+        **_solver_split(results, on=bool(cfg.solver_beam)),
         "failure_reasons": Counter(r.reasons[0].split(" (")[0][:60] for r in results if not r.correct).most_common(8),
         "results": [asdict(r) for r in results],
     }
+
+
+def _solver_split(results: list[ProblemResult], *, on: bool) -> dict[str, Any]:
+    """How many problems the demonstrations' search solves, the accuracy on them and the problems solved elsewhere
+    (all None when the split is off)."""
+    if not on:
+        return dict.fromkeys(("solver_solved", "accuracy_on_solver_solved", "solved_outside_solver"))
+    inside = [r.correct for r in results if r.solver_solved]
+    return {"solver_solved": len(inside), "accuracy_on_solver_solved": _ratio(sum(inside), len(inside)),
+            "solved_outside_solver": sum(r.correct for r in results if not r.solver_solved)}
 
 
 def _ratio(part: int, whole: int) -> float | None:

@@ -458,8 +458,7 @@ def tree_trainer_class() -> type:
 def training_problems(cfg: TreeGRPOConfig) -> list[Problem]:
     """The first `cfg.train_problems` training-split problems, only those the solver solves if `solver_beam` is set.
 
-    The filter runs `spawnjoin.tasks.countdown.apr` with the demonstrations' search (root beam `solver_beam`,
-    children one wider, every node spawned, two spawning levels), which is deterministic. With several sizes in
+    The filter is `training.data.demonstration_search_solves` with root beam `solver_beam`. With several sizes in
     `cfg.numbers` the list alternates between them (3, 4, 3, 4, ...), each size drawn from its own stream.
     """
     from spawnjoin.tasks.countdown import iter_split
