@@ -335,8 +335,9 @@ def tree_trainer_class() -> type:
     from .memory import peak_resident_gb, resident_gb
 
     class TreeGRPOTrainer(GRPOTrainer):
-        """GRPO over thread trees: after TRL scores the root rows, append every tree's other rows with the same
-        advantage, re-padding prompts on the left and completions on the right."""
+        """GRPO over thread trees: after TRL scores the root rows, scale negative advantages by
+        `negative_advantage_scale`, then append every tree's other rows with the same advantage, re-padding
+        prompts on the left and completions on the right."""
 
         def _generate_and_score_completions(self, inputs):
             out = super()._generate_and_score_completions(inputs)
@@ -345,6 +346,8 @@ def tree_trainer_class() -> type:
             # TRL copied each rollout's extra keys into its input row; rows come back in input order.
             extra: list[list[Row]] = [x.get("tree_rows") or [] for x in inputs]
             advantages = out["advantages"]
+            if self.args.negative_advantage_scale != 1.0:
+                advantages = torch.where(advantages < 0, advantages * self.args.negative_advantage_scale, advantages)
             owners = list(range(len(inputs))) + [i for i, rows in enumerate(extra) for _ in rows]
             if self.args.tree_loss_weighting == "per_tree":
                 sizes = torch.tensor([1 + len(rows) for rows in extra], dtype=advantages.dtype, device=device)

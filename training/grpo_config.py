@@ -66,6 +66,12 @@ class TreeGRPOConfig(GRPOConfig):
         malformed_penalty (`float`, *optional*, defaults to `0.0`):
             Subtracted from a rollout's reward when its tree holds a spawn block the dialect refused as malformed,
             so a drifting spawn format costs reward even when the tree fails anyway.
+        negative_advantage_scale (`float`, *optional*, defaults to `1.0`):
+            Multiplies every negative advantage (trees below their group's mean) after TRL normalises the group:
+            `1` is plain GRPO, `0` trains only on trees that beat their group (rejection-sampling fine-tuning on
+            the policy's own better trees), values between weigh the push-down of failing trees against the
+            push-up of succeeding ones. With most trees failing, the failing trees' rows make up most of a step's
+            gradient; pushing sampled tokens down spreads probability over the others and raises entropy.
         tree_loss_weighting (`str`, *optional*, defaults to `"per_tree"`):
             `"per_tree"`: each sequence's advantage is divided by the number of sequences of its tree, so a tree
             weighs the same however many threads it ran (APR); `"tokens"`: every token weighs the same.
@@ -123,6 +129,10 @@ class TreeGRPOConfig(GRPOConfig):
         default=0.0, metadata={"help": "Subtracted from a rollout's reward when a spawn block in its tree was refused "
                                        "as malformed (0: off)."}
     )
+    negative_advantage_scale: float = field(
+        default=1.0, metadata={"help": "Multiplies negative advantages (1: plain GRPO; 0: train only on trees that "
+                                       "beat their group)."}
+    )
     tree_loss_weighting: str = field(
         default="per_tree",
         metadata={"help": "'per_tree' divides each sequence's advantage by its tree's sequence count; 'tokens' "
@@ -170,6 +180,8 @@ class TreeGRPOConfig(GRPOConfig):
             self.numbers = [self.numbers]
         if not self.numbers or any(not isinstance(n, int) or n < 2 for n in self.numbers):
             raise ValueError(f"numbers must be one or more problem sizes of at least 2, not {self.numbers!r}")
+        if not 0.0 <= self.negative_advantage_scale <= 1.0:
+            raise ValueError(f"negative_advantage_scale must be in [0, 1], not {self.negative_advantage_scale!r}")
         if self.tree_loss_weighting not in ("per_tree", "tokens"):
             raise ValueError(f"tree_loss_weighting must be 'per_tree' or 'tokens', not {self.tree_loss_weighting!r}")
         if self.steps_per_generation not in (None, 1):

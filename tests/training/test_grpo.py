@@ -242,6 +242,45 @@ def test_grpo_step_shares_advantage_over_tree(tokenizer, tmp_path, monkeypatch):
         assert torch.allclose(p.grad, g, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("scale", [0.0, 0.25])
+def test_negative_advantages_are_scaled_and_positive_ones_kept(tokenizer, tmp_path, scale):
+    from datasets import Dataset
+
+    from training.grpo import make_rollout_func
+
+    trees = _solved_trees(2)
+    prompts = [root_prompt(t.problem) for t in trees]
+
+    def advantages(negative_advantage_scale: float) -> tuple[list[bool], torch.Tensor]:
+        cfg = TreeGRPOConfig(
+            output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=4, max_steps=1,
+            context_window=1024, max_completion_length=1024, seed=0, tree_loss_weighting="tokens",
+            negative_advantage_scale=negative_advantage_scale,
+        )
+        trainer = tree_trainer_class()(
+            model=_tiny_model(tokenizer), reward_funcs=[tree_correct_reward], args=cfg,
+            train_dataset=Dataset.from_dict({"prompt": prompts * 4}), processing_class=tokenizer,
+            rollout_func=make_rollout_func(cfg, tokenizer,
+                                           backend_factory=lambda _: ScriptedBackend(_script(trees, sabotage=True))),
+        )
+        inputs = [{"prompt": p} for p in prompts for _ in range(2)]
+        out = trainer._generate_and_score_completions(inputs)
+        owners = [i for i, x in enumerate(inputs) for _ in x["tree_rows"]]
+        roots = out["advantages"][: len(inputs)]
+        # every extra row still carries its own tree's (scaled) advantage
+        extra = out["advantages"][len(inputs):]
+        assert torch.equal(extra, roots[torch.tensor(owners)])
+        return [x["tree_correct"] for x in inputs], roots
+
+    verdicts, plain = advantages(1.0)
+    scaled_verdicts, scaled = advantages(scale)
+    assert verdicts == scaled_verdicts and True in verdicts and False in verdicts
+    assert torch.all(plain[torch.tensor(verdicts)] > 0) and torch.all(plain[~torch.tensor(verdicts)] < 0)
+    assert torch.allclose(scaled, torch.where(plain < 0, plain * scale, plain))
+    with pytest.raises(ValueError, match="negative_advantage_scale"):
+        TreeGRPOConfig(output_dir=str(tmp_path), negative_advantage_scale=-0.5)
+
+
 def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
     """`train` end to end on scripted rollouts: a past `stop_at` ends the run after its first step (of 3) with a
     checkpoint, `final` is exported and loads, and the weights moved exactly when the group rewards differed."""
