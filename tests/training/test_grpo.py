@@ -242,34 +242,38 @@ def test_grpo_step_shares_advantage_over_tree(tokenizer, tmp_path, monkeypatch):
         assert torch.allclose(p.grad, g, atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("scale", [0.0, 0.25])
-def test_negative_advantages_are_scaled_and_positive_ones_kept(tokenizer, tmp_path, scale):
+def _scored_step(tokenizer, tmp_path, trees: list, negative_advantage_scale: float):
+    """A trainer with scripted rollouts (every other root sabotaged), and the scored batch of one step."""
     from datasets import Dataset
 
     from training.grpo import make_rollout_func
 
-    trees = _solved_trees(2)
     prompts = [root_prompt(t.problem) for t in trees]
+    cfg = TreeGRPOConfig(
+        output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=4, max_steps=1,
+        context_window=1024, max_completion_length=1024, seed=0, tree_loss_weighting="tokens",
+        negative_advantage_scale=negative_advantage_scale,
+    )
+    trainer = tree_trainer_class()(
+        model=_tiny_model(tokenizer), reward_funcs=[tree_correct_reward], args=cfg,
+        train_dataset=Dataset.from_dict({"prompt": prompts * 4}), processing_class=tokenizer,
+        rollout_func=make_rollout_func(cfg, tokenizer,
+                                       backend_factory=lambda _: ScriptedBackend(_script(trees, sabotage=True))),
+    )
+    inputs = [{"prompt": p} for p in prompts for _ in range(2)]
+    return trainer, inputs, trainer._generate_and_score_completions(inputs)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.25])
+def test_negative_advantages_are_scaled_and_positive_ones_kept(tokenizer, tmp_path, scale):
+    trees = _solved_trees(2)
 
     def advantages(negative_advantage_scale: float) -> tuple[list[bool], torch.Tensor]:
-        cfg = TreeGRPOConfig(
-            output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=4, max_steps=1,
-            context_window=1024, max_completion_length=1024, seed=0, tree_loss_weighting="tokens",
-            negative_advantage_scale=negative_advantage_scale,
-        )
-        trainer = tree_trainer_class()(
-            model=_tiny_model(tokenizer), reward_funcs=[tree_correct_reward], args=cfg,
-            train_dataset=Dataset.from_dict({"prompt": prompts * 4}), processing_class=tokenizer,
-            rollout_func=make_rollout_func(cfg, tokenizer,
-                                           backend_factory=lambda _: ScriptedBackend(_script(trees, sabotage=True))),
-        )
-        inputs = [{"prompt": p} for p in prompts for _ in range(2)]
-        out = trainer._generate_and_score_completions(inputs)
+        _, inputs, out = _scored_step(tokenizer, tmp_path, trees, negative_advantage_scale)
         owners = [i for i, x in enumerate(inputs) for _ in x["tree_rows"]]
         roots = out["advantages"][: len(inputs)]
         # every extra row still carries its own tree's (scaled) advantage
-        extra = out["advantages"][len(inputs):]
-        assert torch.equal(extra, roots[torch.tensor(owners)])
+        assert torch.equal(out["advantages"][len(inputs):], roots[torch.tensor(owners)])
         return [x["tree_correct"] for x in inputs], roots
 
     verdicts, plain = advantages(1.0)
@@ -279,6 +283,42 @@ def test_negative_advantages_are_scaled_and_positive_ones_kept(tokenizer, tmp_pa
     assert torch.allclose(scaled, torch.where(plain < 0, plain * scale, plain))
     with pytest.raises(ValueError, match="negative_advantage_scale"):
         TreeGRPOConfig(output_dir=str(tmp_path), negative_advantage_scale=-0.5)
+
+
+def test_a_positive_only_step_raises_the_winning_trees_and_leaves_the_rest_untrained(tokenizer, tmp_path):
+    trainer, _, out = _scored_step(tokenizer, tmp_path, _solved_trees(2), 0.0)
+    model = trainer.model
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    attention = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    width = out["completion_ids"].shape[1]
+    loss_mask = out["completion_mask"] * out["tool_mask"]
+    winners = out["advantages"] > 0
+    assert winners.any() and (~winners).any() and torch.all(out["advantages"][~winners] == 0)
+
+    def row_logps() -> torch.Tensor:
+        with torch.no_grad():
+            logps, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, attention, width)
+        return (logps * loss_mask).sum(dim=1)
+
+    before = row_logps()
+    model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this test skips
+    trainer.args.loss_chunk_rows = 0
+    trainer.compute_loss(model, out).backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 1e-3 * p.grad
+    after = row_logps()
+    assert after[winners].sum() > before[winners].sum()  # gradient ascent on the winning trees' log-likelihood
+    # the failing trees' rows alone give no gradient: their advantage is 0
+    from training.grpo import _take_rows
+
+    model.zero_grad(set_to_none=True)
+    trainer.compute_loss(model, _take_rows(out, torch.nonzero(~winners).flatten(), ids.shape[0])).backward()
+    assert all(p.grad is None or torch.all(p.grad == 0) for p in model.parameters())
 
 
 def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
