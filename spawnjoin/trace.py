@@ -49,6 +49,8 @@ class CallTrace(BaseModel):
     cached_tokens: int | None = None
     started_at: float = 0.0
     finished_at: float | None = None
+    token_ids: list[int] | None = None
+    """The generated token ids when the backend reports them (`Finish.token_ids`; the embedded engine does)."""
 
 
 class SpawnTrace(BaseModel):

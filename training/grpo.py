@@ -16,9 +16,10 @@ penalty) is computed once per tree, TRL
 normalises it within the group, and `TreeGRPOTrainer` puts the tree's advantage on every one of its rows (divided by
 the tree's row count with `tree_loss_weighting="per_tree"`, as APR divides each sequence's loss).
 
-Rows are rebuilt from the trace's text by tokenizing segment by segment, so masks line up with tokens exactly; token
-ids can differ from the sampled ones where the tokenizer would merge across a sampling boundary (the embedded
-engine does not return token ids), a small off-policy error that the clipped ratio absorbs.
+A call's own tokens in these rows are the ids the engine sampled (the embedded engine reports them in the trace,
+`CallTrace.token_ids`); the runtime-injected text, and every call of a backend that reports no ids, is tokenized
+from the trace's text segment by segment, so masks line up with tokens exactly. Re-tokenizing sampled text is not
+safe: a stop string can end inside a sampled token (see `_thread_rows`).
 """
 
 from __future__ import annotations
@@ -145,8 +146,46 @@ def _kept_prefix(text: str, continuation: str) -> int:
     return cut + 1 if cut >= 0 else 0
 
 
+def _decode(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> str:
+    text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    assert isinstance(text, str)  # one sequence of ids decodes to one string
+    return text
+
+
+def _sampled_ids(call: Any, tokenizer: PreTrainedTokenizerBase) -> list[int] | None:
+    """The call's generated token ids (end-of-sequence token dropped) if the backend reported them and they
+    decode to the call's text (past its end only when a stop string ended the call), else None."""
+    ids = call.token_ids
+    if not ids:
+        return None
+    if ids[-1] == tokenizer.eos_token_id:
+        ids = ids[:-1]
+    text = _decode(tokenizer, ids)
+    ok = text.startswith(call.text) if call.finish_reason == "stop" else text == call.text
+    return list(ids) if ok else None
+
+
+def _split_ids(ids: list[int], text: str, keep: int, tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The token index at which `ids` decode to exactly `text[:keep]`, or None if no token ends there."""
+    lo, hi = 0, len(ids)
+    while lo < hi:  # the shortest prefix decoding to at least `keep` characters
+        mid = (lo + hi) // 2
+        if len(_decode(tokenizer, ids[:mid])) >= keep:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo if _decode(tokenizer, ids[:lo]) == text[:keep] else None
+
+
 def _thread_rows(thread: Any, tokenizer: PreTrainedTokenizerBase) -> list[Row]:
-    """The transcript row of one thread (first) and one row per spawn block it wrote."""
+    """The transcript row of one thread (first) and one row per spawn block it wrote.
+
+    A call's own tokens are the ids the engine sampled when the trace has them (`CallTrace.token_ids`): the text
+    cannot always give them back, e.g. the APR spawn block ends in the stop string `<End Calling Sub Searches>`,
+    which a trained tokenizer emits as one token with the newline after it, while re-tokenizing the stop string
+    alone spells it out in characters the model never samples. Without ids (another backend, a resumed stream)
+    the text is tokenized segment by segment.
+    """
 
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
@@ -157,20 +196,25 @@ def _thread_rows(thread: Any, tokenizer: PreTrainedTokenizerBase) -> list[Row]:
     mask: list[int] = []
     spawn_rows: list[Row] = []
     for k, call in enumerate(calls):
+        sampled = _sampled_ids(call, tokenizer)
         if k + 1 < len(calls):
             nxt = calls[k + 1].context
             rest = nxt[len(call.context):] if nxt.startswith(call.context) else nxt
             keep = _kept_prefix(call.text, rest)
-            kept_ids = ids(call.text[:keep])
-            block_ids = ids(call.text[keep:])
-            if block_ids:
+            cut = None if sampled is None else _split_ids(sampled, call.text, keep, tokenizer)
+            if sampled is not None and cut is not None:
+                kept_ids, block_ids = sampled[:cut], sampled[cut:]
+                spawn_prompt = tokenizer(call.context)["input_ids"] + kept_ids
+            else:
+                kept_ids, block_ids = ids(call.text[:keep]), ids(call.text[keep:])
                 spawn_prompt = tokenizer(call.context + call.text[:keep])["input_ids"]
+            if block_ids:
                 spawn_rows.append(Row(spawn_prompt, block_ids, [1] * len(block_ids)))
             injected = ids(rest[keep:])
             completion += kept_ids + injected
             mask += [1] * len(kept_ids) + [0] * len(injected)
         else:
-            final = ids(call.text)
+            final = ids(call.text) if sampled is None else sampled
             if call.finish_reason == "eos" and tokenizer.eos_token_id is not None:
                 final = final + [tokenizer.eos_token_id]
             completion += final

@@ -112,7 +112,8 @@ def resume_request(request: GenerationRequest, text: str, tokens: int) -> Genera
 
 
 def _merge_finish(finish: Finish, tokens_before: int) -> Finish:
-    """Counts of a resumed attempt's finish, restated for the whole request."""
+    """Counts of a resumed attempt's finish, restated for the whole request (its token ids cover only the
+    resumed part, so they are dropped)."""
     if not tokens_before:
         return finish
     prompt = finish.prompt_tokens

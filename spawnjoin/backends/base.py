@@ -93,6 +93,10 @@ class Finish:
         prompt_tokens: Tokens in the prompt, if known.
         completion_tokens: Tokens generated, if known.
         cached_tokens: Prompt tokens served from a prefix cache, if the engine reports it.
+        token_ids: The generated token ids, if the engine reports them (the embedded engine does): every token
+            the streamed text came from, including the one that completed a stop string (whose text may run past
+            it, e.g. a `"<End>\n"` token for the stop `"<End>"`) and a final end-of-sequence token. Training
+            uses them: re-tokenizing the text would not give back such a token.
     """
 
     reason: FinishReason
@@ -100,6 +104,7 @@ class Finish:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int | None = None
+    token_ids: tuple[int, ...] | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -255,6 +255,7 @@ class EmbeddedBackend(Backend):
                         prompt_tokens=len(prompt_ids),
                         completion_tokens=seen,
                         cached_tokens=cached,
+                        token_ids=tuple(tokens[:seen]),
                     )
                     return
         finally:

@@ -282,6 +282,8 @@ class Scheduler:
         if finish.prompt_tokens is not None:
             call.prompt_tokens = finish.prompt_tokens
         call.cached_tokens = finish.cached_tokens
+        if finish.token_ids is not None:
+            call.token_ids = list(finish.token_ids)
         self.events.emit(
             CallFinished(record.id, index, finish.reason, finish.matched_stop, call.completion_tokens,
                          finish.cached_tokens, call.finished_at)

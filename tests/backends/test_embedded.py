@@ -103,6 +103,7 @@ async def test_greedy_stream_equals_model_generate(backend, reference: Reference
     assert got.text == text
     assert got.finish.reason == "length"
     assert got.finish.completion_tokens == 24
+    assert list(got.finish.token_ids) == ids  # the sampled ids, for training on exactly these tokens
     assert got.finish.prompt_tokens == await backend.count_tokens(prompt)
     assert got.chunk_tokens <= 24
     assert all(c.text for c in got.chunks)
@@ -158,6 +159,9 @@ async def test_stop_string_spanning_tokens_ends_the_text_before_it(backend, hf, 
     assert got.text == text[: text.find(stop)]
     # The stop begins in one token and ends in a later one, so its start was held back, never streamed.
     assert got.finish.completion_tokens == tokens_needed
+    # The ids run to the token that completed the stop; its text may go past the stop, which the text drops.
+    assert list(got.finish.token_ids) == ids[:tokens_needed]
+    assert decode(tokenizer, ids[:tokens_needed]).startswith(got.text + stop)
 
 
 async def test_first_completed_stop_wins_among_several(backend, hf, reference: Reference) -> None:
@@ -214,6 +218,7 @@ async def test_end_of_sequence_token_ends_with_eos_and_is_not_text(
     assert got.finish.reason == "eos"
     assert got.finish.completion_tokens == cut + 1
     assert got.text == decode(tokenizer, ids[:cut])
+    assert list(got.finish.token_ids) == ids[: cut + 1]  # the end-of-sequence token is an id, not text
 
 
 async def test_unbounded_request_fills_the_context_window(backend, hf) -> None:

@@ -99,6 +99,41 @@ async def test_tree_rows_mask_join_text(tokenizer):
     assert full == result.text
 
 
+async def test_rows_of_an_embedded_solve_train_exactly_the_tokens_the_model_chose():
+    """A greedy APR solve of the shipped model on the embedded engine: the rows train every generated token and
+    nothing else, and each trained token is the model's own choice at its position. Re-tokenizing the text would
+    spell out the spawn block's closing stop string, which the model emits as one token with its newline."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import spawnjoin
+    from spawnjoin.backends.base import SamplingParams
+    from spawnjoin.backends.embedded import EmbeddedBackend
+    from spawnjoin.tasks.countdown import parse_problem
+
+    async with EmbeddedBackend(dtype="float32", torch_threads=1) as backend:  # the shipped model
+        model_dir = backend.path
+        problem = parse_problem("27 88 84 25 2")
+        result = await spawnjoin.solve(root_prompt(problem), backend=backend, dialect="apr",
+                                       budget=spawnjoin.Budget(context_window=1024, max_threads=16),
+                                       sampling=SamplingParams(temperature=0))
+    shipped = AutoTokenizer.from_pretrained(model_dir)
+    root, extra = tree_rows(result.trace, shipped)
+    rows = [root, *extra]
+    assert result.metrics.threads > 2
+    assert sum(sum(r.env_mask) for r in rows) == result.metrics.total_tokens
+    (close,) = shipped("<End Calling Sub Searches>\n", add_special_tokens=False)["input_ids"]
+    spawns = sum(len(t.spawns) for t in result.trace.walk())
+    assert spawns >= 1 and sum(r.completion_ids[-1] == close for r in extra) == spawns
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    for row in rows:
+        with torch.no_grad():
+            logits = model(torch.tensor([row.prompt_ids + row.completion_ids])).logits[0, len(row.prompt_ids) - 1:-1]
+        trained = torch.tensor(row.env_mask).bool()
+        chosen = logits.gather(1, torch.tensor(row.completion_ids)[:, None])[:, 0]
+        # greedy: each trained token's logit is the top one (up to the batched engine's float rounding)
+        assert torch.all(logits.max(dim=1).values[trained] - chosen[trained] < 1e-3)
+
+
 def test_rewards():
     assert tree_correct_reward([], [], tree_correct=[True, False]) == [1.0, 0.0]
     assert parallelism_bonus_reward([], [], [True, True], [100, 0], [25, 0]) == [0.75, 0.0]
