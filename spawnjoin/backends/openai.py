@@ -99,6 +99,9 @@ class OpenAICompletions(Backend):
         max_concurrency: Most requests in flight (None: no cap).
         context_window: The model's context length, when ``/v1/models`` does not report ``max_model_len``.
         extra_body: Extra JSON fields sent with every completion request (engine-specific options).
+        return_token_ids: Ask the server for the generated token ids (vLLM's ``return_token_ids``) and report
+            them in ``Finish.token_ids``, so that training can use the sampled tokens instead of re-tokenizing
+            the text. A server that sends none leaves ``Finish.token_ids`` unset.
     """
 
     name = "openai"
@@ -118,6 +121,7 @@ class OpenAICompletions(Backend):
         max_concurrency: int | None = None,
         context_window: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        return_token_ids: bool = False,
     ) -> None:
         url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not url:
@@ -136,6 +140,7 @@ class OpenAICompletions(Backend):
         self._limiter = Limiter(requests_per_second, max_concurrency)
         self._window = context_window
         self._extra_body = dict(extra_body or {})
+        self._return_token_ids = return_token_ids
         self._client = openai.AsyncOpenAI(
             base_url=url,
             api_key=self._api_key,
@@ -315,6 +320,8 @@ class OpenAICompletions(Backend):
         extra = dict(self._extra_body)
         if params.top_k is not None:
             extra["top_k"] = params.top_k
+        if self._return_token_ids:
+            extra["return_token_ids"] = True
         body["extra_body"] = extra or None
         body["extra_headers"] = {"X-Request-Id": request.request_id}
         return body
@@ -354,6 +361,7 @@ class OpenAICompletions(Backend):
         usage: Any = None
         counted = 0
         pending = 0
+        ids: list[int] | None = [] if self._return_token_ids else None
         async with self._limiter.slot():
             try:
                 async with self._edge(request.request_id):
@@ -367,6 +375,10 @@ class OpenAICompletions(Backend):
                                 continue
                             choice = event.choices[0]
                             text = text_of(choice)
+                            if ids is not None:
+                                delta = (choice.model_extra or {}).get("token_ids")
+                                if isinstance(delta, list):
+                                    ids.extend(delta)
                             if event.usage is not None:  # vLLM's continuous usage: exact per chunk
                                 pending += event.usage.completion_tokens - counted
                                 counted = event.usage.completion_tokens
@@ -392,7 +404,8 @@ class OpenAICompletions(Backend):
             cached = getattr(details, "cached_tokens", None) if details is not None else None
             if cached is not None and not self.capabilities.prefix_cache:
                 self.capabilities = dataclasses.replace(self.capabilities, prefix_cache=True)
-        yield Finish(finish[0], finish[1], prompt_tokens, completion_tokens, cached)
+        token_ids = tuple(ids) if ids and (completion_tokens is None or len(ids) == completion_tokens) else None
+        yield Finish(finish[0], finish[1], prompt_tokens, completion_tokens, cached, token_ids)
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[Chunk | Finish]:
         return timed_retrying_stream(

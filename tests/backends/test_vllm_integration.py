@@ -89,6 +89,27 @@ async def test_stop_string_is_cut_and_reported(vllm: OpenAICompletions) -> None:
     assert full.startswith(got.text + stop)
 
 
+async def test_token_ids_are_the_generated_tokens(vllm: OpenAICompletions) -> None:
+    with_ids = OpenAICompletions(URL, MODEL, extra_body=NO_EOS, return_token_ids=True)
+    try:
+        plain = await collect(vllm, make_request(PROMPTS[1], max_tokens=60))
+        assert plain.finish.token_ids is None  # only asked for
+        full = await collect(with_ids, make_request(PROMPTS[1], max_tokens=60))
+        assert full.text == plain.text
+        assert full.finish.token_ids is not None and len(full.finish.token_ids) == 60
+        stop = full.text[20:24]
+        cut = await collect(with_ids, make_request(PROMPTS[1], max_tokens=60, stop=(stop,)))
+        ids = list(cut.finish.token_ids or ())
+        # the greedy tokens up to and including the one that completed the stop string
+        assert ids and len(ids) == cut.finish.completion_tokens and ids == list(full.finish.token_ids)[: len(ids)]
+        data = await with_ids._client.post(
+            (URL or "").removesuffix("/v1") + "/detokenize", cast_to=object, body={"model": MODEL, "tokens": ids}
+        )
+        assert data["prompt"].startswith(cut.text + stop)  # type: ignore[index]
+    finally:
+        await with_ids.aclose()
+
+
 async def test_token_accounting_matches_tokenize(vllm: OpenAICompletions) -> None:
     assert await vllm.context_window() == WINDOW
     for prompt in PROMPTS[:3]:
