@@ -99,6 +99,36 @@ async def test_tree_rows_mask_join_text(tokenizer):
     assert full == result.text
 
 
+async def test_rows_use_the_sampled_ids_and_fall_back_to_the_text_when_they_do_not_match(tokenizer):
+    import spawnjoin
+    from spawnjoin.dialects.apr import SPAWN_CLOSE
+
+    tree = _solved_trees(1)[0]
+    result = await spawnjoin.solve(root_prompt(tree.problem), backend=ScriptedBackend(_script([tree], sabotage=False)),
+                                   dialect="apr", budget=spawnjoin.Budget(context_window=1024))
+    calls = [c for t in result.trace.walk() for c in t.calls]
+    assert all(c.token_ids is None for c in calls)  # the scripted backend reports no ids
+    root_text, extra_text = tree_rows(result.trace, tokenizer)
+    # What a trained engine samples: the stop string's token carries the newline after it.
+    (close,) = tokenizer(SPAWN_CLOSE + "\n", add_special_tokens=False)["input_ids"]
+    for c in calls:
+        spawned = c.text.endswith(SPAWN_CLOSE)
+        c.token_ids = tokenizer(c.text + ("\n" if spawned else ""), add_special_tokens=False)["input_ids"] + (
+            [tokenizer.eos_token_id] if c.finish_reason == "eos" else [])
+    root, extra = tree_rows(result.trace, tokenizer)
+    spawn_rows = [r for r in extra if r.completion_ids[-1] == close]
+    spawns = sum(len(t.spawns) for t in result.trace.walk())
+    assert spawns >= 1 and len(spawn_rows) == spawns and len(extra) == len(extra_text)
+    assert root == root_text  # the transcript keeps the text before each block: same tokens either way
+    spelled = len(tokenizer(SPAWN_CLOSE, add_special_tokens=False)["input_ids"])
+    trained = sum(sum(r.env_mask) for r in [root, *extra])
+    assert spelled > 1 and trained == sum(sum(r.env_mask) for r in [root_text, *extra_text]) - spawns * (spelled - 1)
+    # ids that do not decode to the call's text are not trusted: that call is tokenized from its text
+    calls[0].token_ids = [tokenizer.eos_token_id - 1] * 3
+    root_bad, _ = tree_rows(result.trace, tokenizer)
+    assert root_bad == root_text
+
+
 async def test_rows_of_an_embedded_solve_train_exactly_the_tokens_the_model_chose():
     """A greedy APR solve of the shipped model on the embedded engine: the rows train every generated token and
     nothing else, and each trained token is the model's own choice at its position. Re-tokenizing the text would
