@@ -70,8 +70,7 @@ class TreeGRPOConfig(GRPOConfig):
             Multiplies every negative advantage (trees below their group's mean) after TRL normalises the group:
             `1` is plain GRPO, `0` trains only on trees that beat their group (rejection-sampling fine-tuning on
             the policy's own better trees), values between weigh the push-down of failing trees against the
-            push-up of succeeding ones. With most trees failing, the failing trees' rows make up most of a step's
-            gradient; pushing sampled tokens down spreads probability over the others and raises entropy.
+            push-up of succeeding ones (with most trees failing, most of a step's rows belong to failing trees).
         tree_loss_weighting (`str`, *optional*, defaults to `"per_tree"`):
             `"per_tree"`: each sequence's advantage is divided by the number of sequences of its tree, so a tree
             weighs the same however many threads it ran (APR); `"tokens"`: every token weighs the same.
