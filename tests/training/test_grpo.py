@@ -307,7 +307,7 @@ def test_grpo_step_shares_advantage_over_tree(tokenizer, tmp_path, monkeypatch):
         assert torch.allclose(p.grad, g, atol=1e-6, rtol=1e-4)
 
 
-def _scored_step(tokenizer, tmp_path, trees: list, negative_advantage_scale: float):
+def _scored_step(tokenizer, tmp_path, trees: list, negative_advantage_scale: float, model=None, **config):
     """A trainer with scripted rollouts (every other root sabotaged), and the scored batch of one step."""
     from datasets import Dataset
 
@@ -317,10 +317,10 @@ def _scored_step(tokenizer, tmp_path, trees: list, negative_advantage_scale: flo
     cfg = TreeGRPOConfig(
         output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=4, max_steps=1,
         context_window=1024, max_completion_length=1024, seed=0, tree_loss_weighting="tokens",
-        negative_advantage_scale=negative_advantage_scale,
+        negative_advantage_scale=negative_advantage_scale, **config,
     )
     trainer = tree_trainer_class()(
-        model=_tiny_model(tokenizer), reward_funcs=[tree_correct_reward], args=cfg,
+        model=model if model is not None else _tiny_model(tokenizer), reward_funcs=[tree_correct_reward], args=cfg,
         train_dataset=Dataset.from_dict({"prompt": prompts * 4}), processing_class=tokenizer,
         rollout_func=make_rollout_func(cfg, tokenizer,
                                        backend_factory=lambda _: ScriptedBackend(_script(trees, sabotage=True))),
@@ -384,6 +384,42 @@ def test_a_positive_only_step_raises_the_winning_trees_and_leaves_the_rest_untra
     model.zero_grad(set_to_none=True)
     trainer.compute_loss(model, _take_rows(out, torch.nonzero(~winners).flatten(), ids.shape[0])).backward()
     assert all(p.grad is None or torch.all(p.grad == 0) for p in model.parameters())
+
+
+def test_the_kl_term_scores_every_row_of_the_tree_on_the_reference_model(tokenizer, tmp_path):
+    """With `beta` > 0 the reference model's log-probabilities cover the appended child rows too, so the KL term
+    holds every thread of the tree near the SFT model, not only the roots."""
+    from transformers import LlamaForCausalLM
+
+    _tiny_model(tokenizer).save_pretrained(tmp_path / "sft")  # TRL loads the reference model from the policy's path
+    policy = LlamaForCausalLM.from_pretrained(tmp_path / "sft")
+    with torch.no_grad():  # a policy that has already moved away from the reference
+        for p in policy.parameters():
+            p += 0.05 * torch.randn_like(p)
+    trainer, inputs, out = _scored_step(tokenizer, tmp_path, _solved_trees(2), 1.0, model=policy, beta=0.1)
+    assert out["completion_ids"].shape[0] > len(inputs)  # child rows were appended
+    assert out["ref_per_token_logps"].shape == out["completion_ids"].shape
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    attention = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    width = out["completion_ids"].shape[1]
+    scored = out["completion_mask"].bool()
+    with torch.no_grad():
+        ref, _, _ = trainer._get_per_token_logps_and_entropies(trainer.ref_model, ids, attention, width)
+        own, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, attention, width)
+    assert torch.allclose(out["ref_per_token_logps"][scored], ref[scored], atol=1e-5)
+    assert not torch.allclose(own[scored], ref[scored], atol=1e-3)  # so the scores above are the reference's
+
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this test skips
+    trainer.args.loss_chunk_rows = 0
+    trainer.model.train()
+
+    def kl_of_a_loss_pass() -> float:
+        trainer.compute_loss(trainer.model, out)
+        return trainer._metrics["train"]["kl"][-1]
+
+    assert kl_of_a_loss_pass() > 1e-3  # the moved policy pays for its distance, on every row
+    trainer.model.load_state_dict(trainer.ref_model.state_dict())
+    assert kl_of_a_loss_pass() == pytest.approx(0.0, abs=1e-6)  # back at the reference, the term vanishes
 
 
 def test_train_stops_at_its_deadline_and_exports(tokenizer, tmp_path):
