@@ -73,7 +73,10 @@ class TreeGRPOConfig(GRPOConfig):
             push-up of succeeding ones (with most trees failing, most of a step's rows belong to failing trees).
         tree_loss_weighting (`str`, *optional*, defaults to `"per_tree"`):
             `"per_tree"`: each sequence's advantage is divided by the number of sequences of its tree, so a tree
-            weighs the same however many threads it ran (APR); `"tokens"`: every token weighs the same.
+            weighs the same however many threads it ran (APR); `"tokens"`: every token weighs the same. Only the
+            advantage is divided: TRL adds the KL term (`beta`) to every token undivided, so under `"per_tree"`
+            a tree of n sequences weighs its KL term about n times more, relative to its advantage, than
+            under `"tokens"`.
 
         > Wall clock
 
