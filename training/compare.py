@@ -14,6 +14,9 @@ same `--concurrency`) are matched problem by problem. The command prints and ret
   they compare when both reports used the same `--concurrency` and `--torch-threads` (the command warns otherwise).
   A is "ahead at equal latency" when it solved at least as many problems as B within every budget and more within
   one.
+
+An evaluation cut off by `--time-limit` and finished with `--start` is two reports; name both, joined by `+`
+(`part1.json+part2.json`), and they compare as one (`join_reports`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCORES", "add_parser", "compare", "format_comparison", "run", "sign_test"]
+__all__ = ["SCORES", "add_parser", "compare", "format_comparison", "join_reports", "run", "sign_test"]
 
 SCORES = {"first": "correct", "pass": "pass_at_n", "sc": "sc_at_n"}
 """`--score` name -> per-problem field of an eval report."""
@@ -48,6 +51,34 @@ def sign_test(a_only: int, b_only: int) -> float:
         return 1.0
     tail = sum(comb(n, i) for i in range(min(a_only, b_only) + 1))
     return min(1.0, 2 * tail / 2**n)
+
+
+def join_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from the parts of one evaluation (a run cut off by `time_limit` and its `start` rest).
+
+    Args:
+        parts (`list[dict]`): Reports of the same model and settings on disjoint problems.
+
+    Returns:
+        `dict`: The first part's name and config with every part's per-problem results, in order.
+
+    Raises:
+        `ValueError`: When the parts differ in model or settings, or share a problem.
+    """
+    first = parts[0]
+    keys = ("model", "n", *_SAME_SETTINGS, "max_threads", "max_total_tokens", "samples", "seed")
+    for part in parts[1:]:
+        differ = [k for k in keys if part.get("config", {}).get(k) != first.get("config", {}).get(k)]
+        if differ:
+            raise ValueError(f"the parts of one report differ in {', '.join(differ)}")
+    results = [r for part in parts for r in part["results"]]
+    if len({json.dumps(r["problem"]) for r in results}) != len(results):
+        raise ValueError("the parts of one report share a problem")
+    return {**first, "results": results}
+
+
+def _load(spec: str) -> dict[str, Any]:
+    return join_reports([json.loads(Path(path).read_text()) for path in spec.split("+")])
 
 
 def _rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -163,8 +194,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         `argparse.ArgumentParser`: The new subparser.
     """
     p = subparsers.add_parser("compare", help="pair two eval reports: sign test, token ratios, accuracy at equal latency")
-    p.add_argument("a", help="report A (JSON from `spawnjoin-train eval`)")
-    p.add_argument("b", help="report B")
+    p.add_argument("a", help="report A (JSON from `spawnjoin-train eval`; parts of one run joined by '+')")
+    p.add_argument("b", help="report B (the same)")
     p.add_argument("--budgets", type=float, nargs="*", default=None, metavar="SECONDS",
                    help="latency budgets (default: 8 quantiles of the measured latencies)")
     p.add_argument("--score", choices=sorted(SCORES), default="first",
@@ -183,9 +214,8 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         `int`: Exit status (2 when the reports share no problem).
     """
-    reports = [json.loads(Path(path).read_text()) for path in (args.a, args.b)]
     try:
-        result = compare(*reports, budgets=args.budgets, score=args.score)
+        result = compare(_load(args.a), _load(args.b), budgets=args.budgets, score=args.score)
     except ValueError as exc:
         print(f"spawnjoin-train compare: {exc}")
         return 2

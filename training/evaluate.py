@@ -55,6 +55,8 @@ class EvalConfig:
         seed (`int`, *optional*, defaults to `0`): Seed of the problem stream and the sampler.
         time_limit (`float`, *optional*): Seconds; problems not started by then are skipped (and counted), so an
             evaluation fits a time slot. The problems solved are the first ones of the split, in order.
+        start (`int`, *optional*, defaults to `0`): Solve only problems `start` to `n - 1` of the split: finishes
+            an evaluation that `time_limit` cut off (its report's `problems` is where to start).
         out (`str`, *optional*): Write the JSON report here.
         traces_dir (`str`, *optional*): Also write every solve's trace here.
         path_rule (`str`, *optional*, defaults to `"node"`): Verifier rule for the final path (`node` or `root`,
@@ -79,6 +81,7 @@ class EvalConfig:
     torch_threads: int | None = None
     seed: int = 0
     time_limit: float | None = None
+    start: int = 0
     out: str | None = None
     traces_dir: str | None = None
     path_rule: str = "node"
@@ -93,6 +96,8 @@ class EvalConfig:
             raise ValueError(f"solver_beam must be 0 (off) or a beam width, not {self.solver_beam}")
         if self.samples > 1 and self.temperature == 0:
             raise ValueError("samples > 1 with temperature 0 repeats one greedy solve; set --temperature (e.g. 1.0)")
+        if not 0 <= self.start < self.n:
+            raise ValueError(f"start must be in [0, n), not {self.start} with n={self.n}")
         if self.name is None:
             self.name = Path(self.model).name
 
@@ -360,7 +365,8 @@ async def evaluate(cfg: EvalConfig, *, backend: Any = None) -> dict[str, Any]:
     deadline = start + cfg.time_limit if cfg.time_limit else None
     try:
         results = await asyncio.gather(
-            *(_solve_problem(p, backend, cfg, sem, i, deadline) for i, p in enumerate(problems)))
+            *(_solve_problem(p, backend, cfg, sem, i, deadline)
+              for i, p in enumerate(problems) if i >= cfg.start))
     finally:
         if own:
             await backend.aclose()
@@ -399,6 +405,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ("torch_threads", int, "torch threads of the embedded engine"),
         ("seed", int, "seed"),
         ("time_limit", float, "seconds; problems not started by then are skipped"),
+        ("start", int, "solve problems start..n-1 only (finishes a cut-off evaluation)"),
         ("out", str, "write the JSON report here"),
         ("traces_dir", str, "write every solve's trace here"),
         ("path_rule", str, "final-path rule of the verifier: node or root"),

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from training.cli import main
-from training.compare import compare, sign_test
+from training.compare import compare, join_reports, sign_test
 
 
 def _report(name: str, outcomes: dict[str, tuple[bool, float]], **config) -> dict:
@@ -90,3 +90,23 @@ def test_score_pairs_pass_and_self_consistency_of_sampled_reports(tmp_path, caps
         paths.append(str(tmp_path / name))
     assert main(["compare", *paths, "--score", "sc"]) == 0
     assert "solved = sc" in capsys.readouterr().out
+
+
+def test_parts_of_one_evaluation_join_with_plus(tmp_path, capsys):
+    """A run cut off by `--time-limit` and its `--start` rest compare as one report; parts that overlap or differ
+    in settings are refused."""
+    a = _report("SFT", {"p1": (True, 1.0), "p2": (True, 1.0), "p3": (False, 1.0)})
+    b1 = _report("GRPO", {"p1": (False, 1.0)})
+    b2 = _report("GRPO", {"p2": (False, 1.0), "p3": (True, 1.0)})
+    for name, report in (("a.json", a), ("b1.json", b1), ("b2.json", b2)):
+        (tmp_path / name).write_text(json.dumps(report))
+    assert main(["compare", str(tmp_path / "a.json"), f"{tmp_path / 'b1.json'}+{tmp_path / 'b2.json'}"]) == 0
+    assert "3 common problems" in capsys.readouterr().out
+    assert [r["problem"] for r in join_reports([b1, b2])["results"]] == ["p1", "p2", "p3"]
+    with pytest.raises(ValueError, match="share a problem"):
+        join_reports([b1, b1])
+    with pytest.raises(ValueError, match="differ in concurrency"):
+        join_reports([b1, _report("GRPO", {"p4": (True, 1.0)}, concurrency=8)])
+    (tmp_path / "b3.json").write_text(json.dumps(b1))
+    assert main(["compare", str(tmp_path / "a.json"), f"{tmp_path / 'b1.json'}+{tmp_path / 'b3.json'}"]) == 2
+    assert "share a problem" in capsys.readouterr().out

@@ -262,6 +262,16 @@ async def test_time_limit_skips_problems_not_started():
     assert report["problems"] + report["skipped"] == 5 and report["skipped"] >= 4
 
 
+async def test_start_finishes_a_cut_off_evaluation():
+    """`start` solves the rest of the split in order: the two reports together cover every problem once."""
+    first = await evaluate(EvalConfig(model="scripted", numbers=3, n=5, concurrency=1), backend=_replay_backend(3, 5))
+    rest = await evaluate(EvalConfig(model="scripted", numbers=3, n=5, start=3), backend=_replay_backend(3, 5))
+    assert [r["problem"] for r in rest["results"]] == [r["problem"] for r in first["results"]][3:]
+    assert rest["problems"] == 2 and rest["skipped"] == 0
+    with pytest.raises(ValueError, match="start must be"):
+        EvalConfig(model="scripted", n=5, start=5)
+
+
 async def test_root_child_reachable_share_counts_roots_that_hand_a_child_a_live_state():
     """A root whose children all open on false states (its `Generated Node` lines misread) leaves no ceiling; of the
     children on live states, only those whose returned path verifies count as converted."""
