@@ -60,7 +60,8 @@ def join_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
         parts (`list[dict]`): Reports of the same model and settings on disjoint problems.
 
     Returns:
-        `dict`: The first part's name and config with every part's per-problem results, in order.
+        `dict`: The first part's name and config with every part's per-problem results, in order (the parts'
+        summaries, which cover only their own problems, are left out).
 
     Raises:
         `ValueError`: When the parts differ in model or settings, or share a problem.
@@ -68,13 +69,19 @@ def join_reports(parts: list[dict[str, Any]]) -> dict[str, Any]:
     first = parts[0]
     keys = ("model", "n", *_SAME_SETTINGS, "max_threads", "max_total_tokens", "samples", "seed")
     for part in parts[1:]:
-        differ = [k for k in keys if part.get("config", {}).get(k) != first.get("config", {}).get(k)]
-        if differ:
+        if differ := _differing(first, part, keys):
             raise ValueError(f"the parts of one report differ in {', '.join(differ)}")
-    results = [r for part in parts for r in part["results"]]
-    if len({json.dumps(r["problem"]) for r in results}) != len(results):
+    joined = {"name": first.get("name"), "config": first.get("config", {}),
+              "results": [r for part in parts for r in part["results"]]}
+    if len(_rows(joined)) != len(joined["results"]):
         raise ValueError("the parts of one report share a problem")
-    return {**first, "results": results}
+    return joined
+
+
+def _differing(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """The config `keys` on which reports `a` and `b` disagree."""
+    config_a, config_b = a.get("config", {}), b.get("config", {})
+    return [k for k in keys if config_a.get(k) != config_b.get(k)]
 
 
 def _load(spec: str) -> dict[str, Any]:
@@ -148,8 +155,7 @@ def compare(a: dict[str, Any], b: dict[str, Any], *, budgets: list[float] | None
                "a": sum(ha and ra["latency"] <= t for ra, _, ha, _ in pairs),
                "b": sum(hb and rb["latency"] <= t for _, rb, _, hb in pairs)} for t in sorted(budgets)]
     ahead = all(w["a"] >= w["b"] for w in within) and any(w["a"] > w["b"] for w in within)
-    config_a, config_b = a.get("config", {}), b.get("config", {})
-    differing = [k for k in _SAME_SETTINGS if config_a.get(k) != config_b.get(k)]
+    differing = _differing(a, b, _SAME_SETTINGS)
     return {
         "a": a.get("name"), "b": b.get("name"), "common": n, "score": score,
         "accuracy": {"a": round((both + a_only) / n, 3), "b": round((both + b_only) / n, 3)},

@@ -366,7 +366,7 @@ async def evaluate(cfg: EvalConfig, *, backend: Any = None) -> dict[str, Any]:
     try:
         results = await asyncio.gather(
             *(_solve_problem(p, backend, cfg, sem, i, deadline)
-              for i, p in enumerate(problems) if i >= cfg.start))
+              for i, p in enumerate(problems[cfg.start:], start=cfg.start)))
     finally:
         if own:
             await backend.aclose()
